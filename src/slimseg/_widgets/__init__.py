@@ -1,0 +1,1 @@
+"""napari widgets: the only code in slimseg that imports napari, magicgui or Qt."""

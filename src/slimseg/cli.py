@@ -1,0 +1,250 @@
+"""The ``slimseg`` command line: train, predict, evaluate, demo (and compress, benchmark, study).
+
+Progress goes to stderr, results to stdout. Bad input exits with code 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _progress(event: Any) -> None:
+    from .events import format_event
+
+    line = format_event(event)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _add_train_options(p: argparse.ArgumentParser, minutes: float | None = None, epochs: int = 50) -> None:
+    from .losses import LOSSES
+    from .optim import OPTIMIZERS
+
+    g = p.add_argument_group("training")
+    g.add_argument("--optimizer", default="rmsprop", help=f"one of: {', '.join(OPTIMIZERS.names())}")
+    g.add_argument("--loss", default="bce+jaccard",
+                   help=f"a term or weighted sum, e.g. bce+jaccard, 0.5*bce+dice; terms: {', '.join(LOSSES.names())}")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's own)")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "plateau"])
+    g.add_argument("--epochs", type=int, default=epochs)
+    g.add_argument("--minutes", type=float, default=minutes, help="wall-clock budget (whichever ends first)")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--patch-size", type=int, default=256)
+    g.add_argument("--patches-per-epoch", type=int, default=256)
+    g.add_argument("--val-fraction", type=float, default=0.2)
+    g.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without gain")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g.add_argument("--bf16", default="auto", choices=["auto", "on", "off"])
+    g.add_argument("--depth", type=int, default=4)
+    g.add_argument("--base-width", type=int, default=16)
+
+
+def _train_config(a: argparse.Namespace):
+    from .config import TrainConfig
+
+    return TrainConfig(
+        optimizer=a.optimizer, loss=a.loss, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
+        epochs=a.epochs, minutes=a.minutes, batch_size=a.batch_size, patch_size=a.patch_size,
+        patches_per_epoch=a.patches_per_epoch, val_fraction=a.val_fraction, seed=a.seed,
+        patience=a.patience, device=a.device, bf16=a.bf16)
+
+
+def _train(images, labels, names, a: argparse.Namespace, validation_metrics: bool = True):
+    """Train with the CLI options; return (result, metrics on the validation split)."""
+    from .config import ModelConfig
+    from .evaluate import evaluate
+    from .events import run
+    from .segmenter import Segmenter
+    from .train import Trainer
+
+    cfg = _train_config(a)
+    model_cfg = ModelConfig.from_depth(a.depth, a.base_width)
+    result = run(Trainer(images, labels, cfg, model_cfg, names=names).fit(), _progress)
+    metrics = None
+    val = result.split.get("val", [])
+    if validation_metrics and val:
+        index = {n: i for i, n in enumerate(names)}
+        seg = Segmenter.from_module(result.model, result.norm)
+        metrics = run(evaluate(seg, [images[index[n]] for n in val], [labels[index[n]] for n in val], names=val))
+        metrics.pop("per_image")
+    return result, metrics
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from . import io
+    from .data.folder import load_folder
+    from .metrics import format_table
+    from .train import to_model_file
+
+    out = io.check_writable(a.out, a.overwrite)
+    names, images, labels = load_folder(a.data)
+    result, metrics = _train(images, labels, names, a)
+    io.save(to_model_file(result, {"validation": metrics} if metrics else None), out, overwrite=a.overwrite)
+    if metrics:
+        print(format_table({"validation": metrics}))
+    print(f"saved {out} (best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; "
+          f"stopped by {result.stop_reason})")
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    import numpy as np
+    import tifffile
+
+    from .config import PredictConfig
+    from .data.folder import list_images, read_image
+    from .events import run
+    from .segmenter import load_segmenter
+
+    seg = load_segmenter(a.model)
+    files = list_images(a.input)
+    out_dir = Path(a.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file; --out takes a folder")
+    targets = [out_dir / (f.stem + ".tif") for f in files]
+    clash = [t for t in targets if t.exists()]
+    if clash and not a.overwrite:
+        raise InputError(f"{len(clash)} output files exist already (e.g. {clash[0]}); pass --overwrite or "
+                         "choose another --out folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = PredictConfig(tile=a.tile, overlap=a.overlap)
+    for i, (f, t) in enumerate(zip(files, targets)):
+        labels = run(seg.predict(read_image(f), cfg)).labels
+        dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+        tifffile.imwrite(t, labels.astype(dtype), compression="zlib")
+        print(f"[{i + 1}/{len(files)}] {f.name}: {int(len(np.unique(labels)) - 1)} objects -> {t}",
+              file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .config import PredictConfig
+    from .data.folder import load_folder
+    from .evaluate import evaluate, evaluate_baseline
+    from .events import run
+    from .metrics import format_table
+    from .segmenter import load_segmenter
+
+    if a.json and Path(a.json).exists() and not a.overwrite:
+        raise InputError(f"{a.json} exists; pass --overwrite or choose another --json file")
+    seg = load_segmenter(a.model)
+    names, images, labels = load_folder(a.data)
+    rows = {Path(a.model).name: run(evaluate(seg, images, labels, PredictConfig(tile=a.tile), names))}
+    if a.baseline:
+        rows["otsu+watershed"] = run(evaluate_baseline(images, labels, names))
+    print(format_table(rows))
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows[Path(a.model).name], indent=1))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from . import io
+    from .evaluate import evaluate, evaluate_baseline
+    from .events import run
+    from .metrics import format_table
+    from .sample import load_sample
+    from .segmenter import Segmenter
+    from .train import to_model_file
+
+    if a.out:
+        io.check_writable(a.out, a.overwrite)
+    t0 = time.perf_counter()
+    names, images, labels = load_sample("train")
+    print(f"demo: training a U-Net (RMSprop + BCE+Jaccard) on {len(images)} shipped DSB2018 nuclei images "
+          f"for up to {a.minutes:g} minutes", file=sys.stderr)
+    result, _ = _train(images, labels, names, a, validation_metrics=False)
+    t_names, t_images, t_labels = load_sample("test")
+    seg = Segmenter.from_module(result.model, result.norm)
+    rows = {
+        "slimseg U-Net": run(evaluate(seg, t_images, t_labels, names=t_names), _progress),
+        "otsu+watershed": run(evaluate_baseline(t_images, t_labels, t_names)),
+    }
+    print(f"\nheld-out test images: {len(t_images)} (shipped sample, never trained on)")
+    print(format_table(rows))
+    gain = rows["slimseg U-Net"]["dice"] - rows["otsu+watershed"]["dice"]
+    gain_f1 = rows["slimseg U-Net"]["instance_f1"] - rows["otsu+watershed"]["instance_f1"]
+    print(f"\nU-Net vs classical baseline: Dice {gain:+.4f}, instance F1 {gain_f1:+.4f}; "
+          f"total time {time.perf_counter() - t0:.0f} s")
+    if a.out:
+        io.save(to_model_file(result, {"test": rows["slimseg U-Net"]}), a.out, overwrite=a.overwrite)
+        print(f"saved {a.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="slimseg", description="Train, compress, predict and score "
+                                     "U-Net segmentation of cells and nuclei.")
+    parser.add_argument("--version", action="version", version=f"slimseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a U-Net on DATA/images + DATA/labels")
+    p.add_argument("data", help="folder with images/ and labels/ (same file names)")
+    p.add_argument("--out", required=True, help="model file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="write one instance-label TIFF per input image")
+    p.add_argument("model")
+    p.add_argument("input", help="an image file or a folder of images")
+    p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a model on DATA/images + DATA/labels")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train on the shipped real sample and compare with the classical baseline")
+    p.add_argument("--out", help="also save the trained model here")
+    p.add_argument("--overwrite", action="store_true")
+    _add_train_options(p, minutes=2.5, epochs=200)
+    p.set_defaults(func=cmd_demo)
+
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
+    return parser
+
+
+# Modules that add their own subcommands with ``add_commands(subparsers)``; they import nothing heavy
+# at module level, so ``slimseg --help`` stays fast.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as err:
+        print(f"slimseg {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"slimseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

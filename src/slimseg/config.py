@@ -1,0 +1,144 @@
+"""Dataclass configs: everything a run needs, stored as plain JSON in model files."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from .errors import InputError
+
+C = TypeVar("C")
+
+Norm = Literal["batch", "group", "none"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Schedule = Literal["constant", "cosine", "plateau"]
+
+
+@dataclass
+class ModelConfig:
+    """A 2D U-Net. ``widths[i]`` is the channel count of encoder level ``i`` (pruning rewrites them).
+
+    The model outputs two logit maps: foreground, and *centredness* (1 at an object's centre, 0 at its
+    rim), whose cores seed the split of touching nuclei into instances.
+    """
+
+    in_channels: int = 1
+    out_channels: int = 2
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    norm: Norm = "batch"
+    # Decoder widths (one per upsampling level, deepest first); None means the mirror of ``widths``.
+    decoder_widths: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.decoder_widths is not None:
+            self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
+        if len(self.widths) < 2 or any(w < 1 for w in self.widths):
+            raise InputError(f"widths must list at least 2 positive channel counts, got {self.widths}")
+        if self.in_channels not in (1, 3):
+            raise InputError(f"in_channels must be 1 (grey) or 3 (RGB), got {self.in_channels}")
+        if self.norm not in ("batch", "group", "none"):
+            raise InputError(f"norm must be one of batch, group, none; got {self.norm!r}")
+
+    @classmethod
+    def from_depth(cls, depth: int = 4, base_width: int = 16, **kw: Any) -> ModelConfig:
+        """Widths doubling from ``base_width`` over ``depth`` levels."""
+        if depth < 2 or base_width < 1:
+            raise InputError(f"depth must be >= 2 and base_width >= 1, got {depth}, {base_width}")
+        return cls(widths=tuple(base_width * 2**i for i in range(depth)), **kw)
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this (the model pads internally)."""
+        return 2 ** (self.depth - 1)
+
+    def dec_widths(self) -> tuple[int, ...]:
+        return self.decoder_widths or tuple(reversed(self.widths[:-1]))
+
+
+@dataclass
+class NormConfig:
+    """Per-image percentile normalisation: ``pmin`` -> 0 and ``pmax`` -> 1 (stored with the model)."""
+
+    pmin: float = 1.0
+    pmax: float = 99.8
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pmin < self.pmax <= 100:
+            raise InputError(f"need 0 <= pmin < pmax <= 100, got pmin={self.pmin}, pmax={self.pmax}")
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "rmsprop"
+    loss: str = "bce+jaccard"
+    lr: float | None = None  # None: the optimizer's default from slimseg.optim
+    weight_decay: float = 0.0
+    schedule: Schedule = "cosine"
+    epochs: int = 50
+    minutes: float | None = None  # wall-clock budget; whichever of epochs/minutes ends first
+    batch_size: int = 8
+    patch_size: int = 256
+    patches_per_epoch: int = 256
+    val_fraction: float = 0.2
+    seed: int = 0
+    patience: int | None = None  # early stopping on validation Dice, in epochs
+    device: Device = "auto"
+    bf16: Literal["auto", "on", "off"] = "auto"
+    channels_last: bool = True
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.minutes is None or self.minutes > 0, f"minutes must be > 0, got {self.minutes}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.patch_size >= 16, f"patch_size must be >= 16, got {self.patch_size}"),
+            (self.patches_per_epoch >= 1, "patches_per_epoch must be >= 1"),
+            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.schedule in ("constant", "cosine", "plateau"),
+             f"schedule must be constant, cosine or plateau; got {self.schedule!r}"),
+            (self.device in ("auto", "cpu", "cuda", "mps"),
+             f"device must be auto, cpu, cuda or mps; got {self.device!r}"),
+            (self.bf16 in ("auto", "on", "off"), f"bf16 must be auto, on or off; got {self.bf16!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+@dataclass
+class PredictConfig:
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    threshold: float = 0.5  # foreground probability
+    seed_threshold: float = 0.5  # centredness above which a pixel seeds an instance
+    min_size: int = 8  # objects smaller than this (pixels) are dropped
+
+    def __post_init__(self) -> None:
+        if self.tile < 32 or not 0 <= self.overlap < self.tile // 2:
+            raise InputError(f"need tile >= 32 and 0 <= overlap < tile/2, got {self.tile}, {self.overlap}")
+        if not 0 < self.threshold < 1 or not 0 < self.seed_threshold < 1:
+            raise InputError("thresholds must lie strictly between 0 and 1")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Build ``cls`` from a dict, ignoring unknown keys (files from newer minor versions)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+__all__ = ["ModelConfig", "NormConfig", "TrainConfig", "PredictConfig", "to_dict", "from_dict"]

@@ -1,0 +1,92 @@
+"""Tiled prediction over any image size with bounded memory, and instance labels from it.
+
+``predict_probabilities`` walks the image in rows of overlapping tiles, blends them with a linear
+ramp and keeps only one row of tiles in float32 accumulators: the result is float16 (2 bytes per
+pixel and channel), so memory grows with the image only by the output itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import NormConfig, PredictConfig
+from .data.checks import as_image
+from .data.normalize import Normalizer
+from .data.tiling import blend_window, tile_starts
+from .events import Progress, run
+from .instances import split_instances
+
+ModelFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Prediction:
+    labels: np.ndarray  # uint32 instance labels (H, W)
+    probabilities: np.ndarray  # float16 (2, H, W): foreground, centredness
+
+
+def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
+                          cfg: PredictConfig = PredictConfig(), in_channels: int = 1,
+                          out_channels: int = 2) -> Generator[Progress, None, np.ndarray]:
+    """Yield progress per tile row; return float16 sigmoid probabilities (out_channels, H, W)."""
+    image = as_image(image, in_channels)
+    normalize = norm if isinstance(norm, Normalizer) else Normalizer.fit(image, norm)
+    H, W = image.shape[:2]
+    th, tw = min(cfg.tile, H), min(cfg.tile, W)
+    ov = min(cfg.overlap, th // 2 - 1, tw // 2 - 1) if min(th, tw) > 2 else 0
+    ys, xs = tile_starts(H, th, ov), tile_starts(W, tw, ov)
+    window = blend_window(th, tw, ov)
+    out = np.empty((out_channels, H, W), np.float16)
+    acc = np.zeros((out_channels, th, W), np.float32)
+    wacc = np.zeros((th, W), np.float32)
+    lo = 0
+    for row, y in enumerate(ys):
+        if y != lo:  # rows [lo, y) get no more tiles: finish them and slide the accumulators down
+            shift = y - lo
+            out[:, lo:y] = acc[:, :shift] / wacc[:shift]
+            acc[:, : th - shift] = acc[:, shift:]
+            acc[:, th - shift:] = 0
+            wacc[: th - shift] = wacc[shift:]
+            wacc[th - shift:] = 0
+            lo = y
+        for b in range(0, len(xs), cfg.batch_size):
+            bx = xs[b: b + cfg.batch_size]
+            batch = np.stack([normalize(image[y:y + th, x:x + tw]) for x in bx])
+            probs = _infer(model_fn, batch)
+            for x, p in zip(bx, probs):
+                acc[:, :, x:x + tw] += p * window
+                wacc[:, x:x + tw] += window
+        yield Progress("predict", row + 1, len(ys))
+    out[:, lo:lo + th] = acc / wacc
+    return out
+
+
+def _infer(model_fn: ModelFn, batch: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        logits = model_fn(torch.from_numpy(batch))
+        return torch.sigmoid(logits.float()).numpy()
+
+
+def labels_from_probabilities(probs: np.ndarray, cfg: PredictConfig = PredictConfig()) -> np.ndarray:
+    """uint32 instance labels: foreground above ``threshold``, split at the cores of the centredness map."""
+    fg = probs[0] > cfg.threshold
+    seeds = probs[1] > cfg.seed_threshold
+    return split_instances(fg, seeds, landscape=probs[1], min_size=cfg.min_size)
+
+
+def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
+            cfg: PredictConfig = PredictConfig(), in_channels: int = 1) -> Generator[Progress, None, Prediction]:
+    """Tiled probabilities, then instance labels; a generator like every long job."""
+    probs = yield from predict_probabilities(model_fn, image, norm, cfg, in_channels)
+    yield Progress("instances", 0, 1)
+    return Prediction(labels_from_probabilities(probs, cfg), probs)
+
+
+def predict_labels(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
+                   cfg: PredictConfig = PredictConfig(), in_channels: int = 1) -> np.ndarray:
+    """Instance labels of one image, synchronously."""
+    return run(predict(model_fn, image, norm, cfg, in_channels)).labels

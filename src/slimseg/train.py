@@ -1,0 +1,224 @@
+"""Training: ``Trainer.fit()`` is a generator of events that returns a :class:`TrainResult`.
+
+The trainer keeps the best model (by validation Dice) as it goes, so a run stopped from outside
+(the widget's Stop, a closed generator) still has :meth:`Trainer.result`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import io
+from .config import ModelConfig, NormConfig, PredictConfig, TrainConfig, to_dict
+from .data.checks import check_pairs
+from .data.normalize import Normalizer
+from .data.patches import PatchSampler, split_indices, targets_from_labels
+from .device import resolve_device, use_bf16
+from .errors import InputError
+from .events import EpochEnd, Message, StepEnd, run
+from .losses import parse_loss
+from .metrics import confusion, pixel_scores
+from .model import UNet, count_parameters, recalibrate_batchnorm
+from .optim import Plateau, lr_factor, make_optimizer
+from .predict import predict_probabilities
+
+BN_BATCHES_EPOCH = 4
+BN_BATCHES_FINAL = 16
+
+
+@dataclass
+class TrainResult:
+    model: UNet  # best weights, eval mode, on the CPU
+    model_config: ModelConfig
+    norm: NormConfig
+    train_config: TrainConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_dice: float = float("nan")
+    best_epoch: int = 0
+    stop_reason: str = ""
+    split: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The training record stored in the model file."""
+        return {
+            "train_config": to_dict(self.train_config),
+            "history": self.history,
+            "best_val_dice": self.best_val_dice,
+            "best_epoch": self.best_epoch,
+            "stop_reason": self.stop_reason,
+            "split": self.split,
+            "parameters": count_parameters(self.model),
+        }
+
+
+class Trainer:
+    """Train a U-Net on paired images and instance labels (numpy arrays, any sizes)."""
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                 config: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
+                 norm: NormConfig = NormConfig(), names: Sequence[str] | None = None) -> None:
+        self.config = config
+        self.norm = norm
+        in_ch = model_config.in_channels if model_config else _guess_channels(images)
+        self.model_config = model_config or ModelConfig(in_channels=in_ch)
+        self.loss_fn = parse_loss(config.loss)
+        make_optimizer(config.optimizer, [torch.zeros(1, requires_grad=True)])  # validate the name now
+        images, labels = check_pairs(images, labels, self.model_config.in_channels, names)
+        names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+        tr, va = split_indices(len(images), config.val_fraction, config.seed)
+        self.split = {"train": [names[i] for i in tr], "val": [names[i] for i in va]}
+        if not any(labels[i].any() for i in tr):
+            raise InputError("the training split holds no objects; annotate more images or lower val_fraction")
+        self.sampler = PatchSampler([Normalizer.fit(images[i], norm)(images[i]) for i in tr],
+                                    [targets_from_labels(labels[i]) for i in tr],
+                                    config.patch_size, config.seed, config.augment)
+        self.val = [(images[i], labels[i] > 0) for i in va]
+        self.device = resolve_device(config.device)
+        self.bf16 = use_bf16(config.bf16, self.device)
+        torch.manual_seed(config.seed)
+        self.model = UNet(self.model_config).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._result = TrainResult(self.model, self.model_config, norm, config, split=self.split)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> Generator[Any, None, TrainResult]:
+        cfg = self.config
+        steps_per_epoch = max(1, math.ceil(cfg.patches_per_epoch / cfg.batch_size))
+        total_steps = steps_per_epoch * cfg.epochs
+        budget = cfg.minutes * 60 if cfg.minutes else math.inf
+        base_lr = cfg.lr if cfg.lr is not None else None
+        opt = make_optimizer(cfg.optimizer, self.model.parameters(), base_lr, cfg.weight_decay)
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        plateau = Plateau() if cfg.schedule == "plateau" else None
+        yield Message(
+            f"training on {self.device.type}{' with bf16 autocast' if self.bf16 else ''}: "
+            f"{len(self.split['train'])} train / {len(self.split['val'])} validation images, "
+            f"{count_parameters(self.model):,} parameters, {cfg.optimizer} + {self.loss_fn}")
+        start = time.perf_counter()
+        step, stale, best = 0, 0, -math.inf
+        self._result.stop_reason = "epochs"
+        for epoch in range(1, cfg.epochs + 1):
+            self.model.train()
+            losses = []
+            for _ in range(steps_per_epoch):
+                elapsed = time.perf_counter() - start
+                progress = max(step / total_steps, elapsed / budget)
+                scale = lr_factor(cfg.schedule, progress) * (plateau.scale if plateau else 1.0)
+                for g, lr0 in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr0 * scale
+                loss = self._step(opt)
+                losses.append(loss)
+                step += 1
+                yield StepEnd(step, epoch, loss, opt.param_groups[0]["lr"])
+                if time.perf_counter() - start >= budget:
+                    break
+            if not all(map(math.isfinite, losses)):
+                raise InputError("the loss became NaN or infinite; lower the learning rate (--lr)")
+            val = self._validate(BN_BATCHES_EPOCH)
+            score = val if self.val else -float(np.mean(losses))
+            is_best = score > best
+            if is_best:
+                best, stale = score, 0
+                self._best_state = copy.deepcopy(self.model.state_dict())
+                self._result.best_val_dice, self._result.best_epoch = val, epoch
+            else:
+                stale += 1
+            if plateau:
+                plateau.update(score)
+            elapsed = time.perf_counter() - start
+            row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "val_dice": val,
+                   "lr": opt.param_groups[0]["lr"], "elapsed_s": elapsed}
+            self._result.history.append(row)
+            yield EpochEnd(epoch, step, row["train_loss"], val, self._result.best_val_dice, is_best,
+                           elapsed, row["lr"])
+            if elapsed >= budget:
+                self._result.stop_reason = "time budget"
+                break
+            if cfg.patience is not None and stale >= cfg.patience:
+                self._result.stop_reason = "early stopping"
+                yield Message(f"early stopping: no better validation Dice for {cfg.patience} epochs")
+                break
+        return self.result()
+
+    def _step(self, opt: torch.optim.Optimizer) -> float:
+        x, y = self.sampler.batch(self.config.batch_size)
+        x = self._to_device(torch.from_numpy(x))
+        y = torch.from_numpy(y).to(self.device, torch.float32) / 255.0
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def _bn_batches(self):
+        while True:
+            yield self._to_device(torch.from_numpy(self.sampler.batch(self.config.batch_size)[0]))
+
+    def _validate(self, bn_batches: int) -> float:
+        """Pooled pixel Dice of the foreground on the validation images (eval mode, fresh BN stats)."""
+        recalibrate_batchnorm(self.model, self._bn_batches(), bn_batches)
+        self.model.eval()
+        if not self.val:
+            return float("nan")
+        counts = None
+        cfg = PredictConfig(tile=512, overlap=32, batch_size=4)
+        for img, fg in self.val:
+            probs = run(predict_probabilities(self._infer, img, self.norm, cfg, self.model_config.in_channels,
+                                              self.model_config.out_channels))
+            c = confusion(probs[0] > 0.5, fg)
+            counts = c if counts is None else counts + c
+        return pixel_scores(counts)["dice"]
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(self._to_device(x)).float().cpu()
+
+    def result(self) -> TrainResult:
+        """The best model so far (usable after a stop), BatchNorm re-estimated, on the CPU, eval mode."""
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        recalibrate_batchnorm(self.model, self._bn_batches(), BN_BATCHES_FINAL)
+        model = UNet(self.model_config)
+        model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        self._result.model = model.eval()
+        return self._result
+
+
+def _guess_channels(images: Sequence[np.ndarray]) -> int:
+    first = np.asarray(images[0]) if len(images) else np.zeros((1, 1))
+    if first.ndim == 3 and first.shape[-1] in (3, 4):
+        rgb = first[..., :3]
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            return 3
+    return 1
+
+
+def fit(images, labels, config: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
+        norm: NormConfig = NormConfig(), names=None) -> Generator[Any, None, TrainResult]:
+    """Shorthand for ``Trainer(...).fit()``."""
+    return Trainer(images, labels, config, model_config, norm, names).fit()
+
+
+
+def to_model_file(result: TrainResult, metrics: dict[str, Any] | None = None) -> io.ModelFile:
+    """The model file content of a training result (weights, configs, record, metrics)."""
+    meta: dict[str, Any] = {"training": result.record()}
+    if metrics:
+        meta["metrics"] = metrics
+    return io.from_module(result.model, result.model_config, result.norm, "float", **meta)
