@@ -1,0 +1,50 @@
+"""A small live plot of training loss and validation Dice per epoch (matplotlib in a Qt canvas)."""
+
+from __future__ import annotations
+
+import math
+
+
+class TrainingPlot:
+    """``.native`` is the Qt widget; :meth:`add` appends one epoch and redraws when Qt is idle."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.2, 2.2), dpi=90, layout="constrained")
+        self.native = FigureCanvasQTAgg(self.figure)
+        self.native.setMinimumHeight(170)
+        self.loss_ax = self.figure.add_subplot()
+        self.dice_ax = self.loss_ax.twinx()
+        self.epochs: list[int] = []
+        self.loss: list[float] = []
+        self.dice: list[float] = []
+        (self._loss_line,) = self.loss_ax.plot([], [], "-o", ms=3, color="tab:orange", label="train loss")
+        (self._dice_line,) = self.dice_ax.plot([], [], "-o", ms=3, color="tab:blue", label="val Dice")
+        self.loss_ax.set_xlabel("epoch", fontsize=8)
+        self.loss_ax.set_ylabel("train loss", fontsize=8, color="tab:orange")
+        self.dice_ax.set_ylabel("val Dice", fontsize=8, color="tab:blue")
+        self.dice_ax.set_ylim(0, 1)
+        for ax in (self.loss_ax, self.dice_ax):
+            ax.tick_params(labelsize=7)
+        self.native.draw_idle()
+
+    def clear(self) -> None:
+        self.epochs, self.loss, self.dice = [], [], []
+        self._redraw()
+
+    def add(self, epoch: int, train_loss: float, val_dice: float) -> None:
+        self.epochs.append(epoch)
+        self.loss.append(train_loss)
+        self.dice.append(val_dice if math.isfinite(val_dice) else math.nan)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        self._loss_line.set_data(self.epochs, self.loss)
+        self._dice_line.set_data(self.epochs, self.dice)
+        if self.epochs:
+            self.loss_ax.set_xlim(0.5, max(self.epochs) + 0.5)
+            self.loss_ax.relim()
+            self.loss_ax.autoscale_view(scalex=False)
+        self.native.draw_idle()

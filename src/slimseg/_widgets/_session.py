@@ -1,0 +1,57 @@
+"""The models trained or compressed in one napari viewer, shared by that viewer's slimseg widgets.
+
+One store per viewer (weakly keyed, so it goes away with the viewer): the Train widget adds its
+results, the Compress widget its compressed models, and the Predict, Compare and Compress widgets
+list them next to "from file".
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from psygnal import Signal
+
+from .. import io
+from ..errors import InputError
+
+
+class SessionModels:
+    """Named in-memory model files (float and compressed); ``changed`` fires on every addition."""
+
+    changed = Signal()
+
+    def __init__(self) -> None:
+        self._models: dict[str, io.ModelFile] = {}
+
+    def add(self, name: str, model: io.ModelFile) -> str:
+        """Store ``model`` under ``name`` (made unique with a number); return the name used."""
+        base, n = name, 2
+        while name in self._models:
+            name, n = f"{base} ({n})", n + 1
+        self._models[name] = model
+        self.changed.emit()
+        return name
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def get(self, name: str) -> io.ModelFile:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise InputError(f"no model {name!r} in this session; train one or load a model file") from None
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+_STORES: weakref.WeakKeyDictionary[Any, SessionModels] = weakref.WeakKeyDictionary()
+
+
+def session_models(viewer: Any) -> SessionModels:
+    """The model store of ``viewer`` (created on first use)."""
+    store = _STORES.get(viewer)
+    if store is None:
+        store = _STORES[viewer] = SessionModels()
+    return store

@@ -1,0 +1,111 @@
+"""Core generators in a worker thread: events to the GUI, errors to notifications, Stop that keeps results.
+
+A job body is a generator function taking a :class:`threading.Event`; it yields the core's events and
+returns its result. :meth:`Job.stop` sets the event, and a body built with :func:`until_stopped` ends at
+the next ``yield`` *normally*, returning its best result so far (computed in the worker thread).
+:meth:`Job.abort` also asks superqt to drop the job at its next ``yield`` without a result.
+
+Every job connects ``errored``: superqt would otherwise re-raise a worker's exception in the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def until_stopped(gen: Generator[Any, None, Any], stop: threading.Event,
+                  on_stop: Callable[[], Any]) -> Generator[Any, None, Any]:
+    """Relay ``gen``'s events; when ``stop`` is set, close ``gen`` and return ``on_stop()``."""
+    while True:
+        if stop.is_set():
+            gen.close()
+            return on_stop()
+        try:
+            event = next(gen)
+        except StopIteration as end:
+            return end.value
+        yield event
+
+
+def notify_error(err: BaseException, what: str) -> None:
+    """Tell the user: bad input as an error notification naming the fix; anything else with its
+    traceback (napari's notification has a 'View traceback' button)."""
+    from napari.utils.notifications import ErrorNotification, notification_manager, show_error
+
+    if isinstance(err, InputError):
+        show_error(f"{what}: {err}")
+        return
+    log.error("%s failed", what, exc_info=(type(err), err, err.__traceback__))
+    note = ErrorNotification(err)
+    note.message = f"{what} failed ({type(err).__name__}: {err}). Please report this with the traceback."
+    notification_manager.dispatch(note)
+
+
+class Job:
+    """One long job: ``body(stop_event)`` run by superqt's ``GeneratorWorker``, started at once.
+
+    ``on_finished`` runs last, after success, error or abort.
+    """
+
+    def __init__(self, body: Callable[[threading.Event], Generator[Any, None, Any]], what: str, *,
+                 on_event: Callable[[Any], None], on_done: Callable[[Any], None],
+                 on_finished: Callable[[], None] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        from superqt.utils import create_worker
+
+        self.what = what
+        self.stop_event = threading.Event()
+        self.running = True
+
+        def errored(err: BaseException) -> None:
+            notify_error(err, what)
+            if on_error is not None:
+                on_error(err)
+
+        def finished() -> None:
+            self.running = False
+            if on_finished is not None:
+                on_finished()
+
+        self.worker = create_worker(body, self.stop_event, _start_thread=False, _connect={
+            "yielded": on_event, "returned": on_done, "errored": errored, "finished": finished})
+        self.worker.start()
+
+    def stop(self) -> None:
+        """Ask the job to end at its next step and return what it has (the best model so far)."""
+        self.stop_event.set()
+
+    def abort(self) -> None:
+        """Ask the job to end at its next step without a result (the widget or viewer is gone)."""
+        self.stop_event.set()
+        self.worker.quit()
+
+
+def on_close(widget: Any, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once when the Qt ``widget`` leaves its dock (napari's close button removes the
+    dock and un-parents the widget) or is destroyed (the viewer window closed)."""
+    from qtpy.QtCore import QEvent, QObject
+
+    fired = [False]
+
+    def fire(*_: Any) -> None:
+        if not fired[0]:
+            fired[0] = True
+            callback()
+
+    class _Watcher(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+                fire()
+            return False
+
+    watcher = _Watcher(widget)
+    widget.installEventFilter(watcher)
+    widget.destroyed.connect(fire)

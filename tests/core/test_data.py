@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import tifffile
+
+from slimseg.config import NormConfig
+from slimseg.data import (Normalizer, PatchSampler, as_image, as_labels, blend_window, check_pairs,
+                          load_folder, split_indices, targets_from_labels, tile_starts)
+from slimseg.errors import InputError
+
+
+def test_as_image_shapes():
+    assert as_image(np.zeros((5, 6), np.uint8)).shape == (5, 6)
+    grey_rgb = np.repeat(np.arange(30, dtype=np.uint8).reshape(5, 6, 1), 3, axis=2)
+    assert as_image(grey_rgb).shape == (5, 6)  # equal channels -> grey
+    rgba = np.zeros((5, 6, 4), np.uint8)
+    assert as_image(rgba, in_channels=3).shape == (5, 6, 3)
+    with pytest.raises(InputError, match="RGB"):
+        as_image(np.random.default_rng(0).integers(0, 255, (5, 6, 3)).astype(np.uint8))
+    with pytest.raises(InputError, match="stack"):
+        as_image(np.zeros((7, 5, 6)))
+    with pytest.raises(InputError, match="NaN"):
+        as_image(np.array([[1.0, np.nan], [np.inf, 0.0]]))
+
+
+def test_as_labels():
+    with pytest.raises(InputError, match="integer"):
+        as_labels(np.zeros((3, 3), np.float32))
+    with pytest.raises(InputError, match="differs"):
+        as_labels(np.zeros((3, 3), np.uint8), shape=(3, 4))
+    mask = np.array([[1, 1, 0, 1]], bool)
+    assert as_labels(mask).max() == 2  # boolean mask -> connected components
+
+
+def test_check_pairs_refuses_no_foreground_and_mismatch():
+    img = np.zeros((8, 8), np.uint8)
+    with pytest.raises(InputError, match="no objects"):
+        check_pairs([img], [np.zeros((8, 8), np.uint8)])
+    with pytest.raises(InputError, match="2 images but 1"):
+        check_pairs([img, img], [np.ones((8, 8), np.uint8)])
+
+
+def test_load_folder_pairs_by_name_and_reports_unmatched(data_folder):
+    names, images, labels = load_folder(data_folder)
+    assert names == ["img0", "img1", "img2", "img3"] and images[0].shape == labels[0].shape
+    tifffile.imwrite(data_folder / "images" / "orphan.tif", images[0])
+    with pytest.raises(InputError, match="orphan"):
+        load_folder(data_folder)
+    with pytest.raises(InputError, match="images/ and labels/"):
+        load_folder(data_folder / "images")
+
+
+def test_normalizer_percentiles():
+    img = np.arange(101, dtype=np.float32).reshape(1, 101)
+    n = Normalizer.fit(img, NormConfig(pmin=10, pmax=90))
+    assert (n.lo, n.hi) == pytest.approx((10.0, 90.0))
+    out = n(img)
+    assert out.shape == (1, 1, 101) and out[0, 0, 10] == pytest.approx(0) and out[0, 0, 90] == pytest.approx(1)
+    flat = Normalizer.fit(np.full((4, 4), 7.0), NormConfig())
+    assert np.isfinite(flat(np.full((4, 4), 7.0))).all()
+
+
+def test_targets_from_labels_centredness():
+    lab = np.zeros((9, 14), np.uint16)
+    lab[1:8, 1:8] = 1  # 7x7 square
+    lab[1:8, 8:13] = 2  # touching 7x5 block
+    t = targets_from_labels(lab)
+    assert t.shape == (2, 9, 14) and t.dtype == np.uint8
+    assert (t[0] == 255 * (lab > 0)).all()
+    assert t[1, 4, 4] == 255  # the centre of object 1
+    assert t[1, 4, 7] == 0 and t[1, 4, 8] == 0  # the touching rims separate the cores
+    cores = t[1] > 127
+    from scipy import ndimage as ndi
+    assert ndi.label(cores)[1] == 2
+
+
+def test_split_indices_seeded_and_disjoint():
+    tr, va = split_indices(10, 0.2, seed=3)
+    assert len(va) == 2 and not set(tr) & set(va) and sorted(tr + va) == list(range(10))
+    assert split_indices(10, 0.2, seed=3) == (tr, va)
+    assert split_indices(2, 0.2, 0)[1] != []  # at least one validation image
+    assert split_indices(1, 0.2, 0) == ([0], [])
+
+
+def test_patch_sampler_pads_small_images_and_is_seeded():
+    img = np.random.default_rng(0).random((1, 10, 12)).astype(np.float32)
+    tgt = np.zeros((2, 10, 12), np.uint8)
+    s1 = PatchSampler([img], [tgt], patch=16, seed=1)
+    x, y = s1.batch(3)
+    assert x.shape == (3, 1, 16, 16) and y.shape == (3, 2, 16, 16) and x.dtype == np.float32
+    x2, _ = PatchSampler([img], [tgt], patch=16, seed=1).batch(3)
+    np.testing.assert_array_equal(x, x2)
+
+
+def test_tiling():
+    assert tile_starts(100, 40, 10) == [0, 30, 60]
+    assert tile_starts(30, 40, 10) == [0]
+    starts = tile_starts(1000, 256, 32)
+    assert starts[-1] == 1000 - 256 and all(b - a <= 256 - 32 for a, b in zip(starts, starts[1:]))
+    w = blend_window(8, 6, 2)
+    assert w.shape == (8, 6) and w.min() > 0 and w[4, 3] == 1.0 and w[0, 0] < w[1, 1]

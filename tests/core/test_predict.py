@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from slimseg.baseline import otsu_watershed
+from slimseg.config import NormConfig, PredictConfig
+from slimseg.data.normalize import Normalizer
+from slimseg.events import Progress, run
+from slimseg.instances import split_instances
+from slimseg.predict import labels_from_probabilities, predict, predict_probabilities
+
+
+def local_model(x: torch.Tensor) -> torch.Tensor:
+    """A 'model' whose output at a pixel depends only on that pixel: tiling must not change it."""
+    return torch.cat([x * 4 - 2, x * 2 - 1], dim=1)
+
+
+def test_tiled_equals_whole_image_for_a_local_model():
+    img = np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    norm = Normalizer(0.0, 1.0)
+    whole = run(predict_probabilities(local_model, img, norm, PredictConfig(tile=512, overlap=0)))
+    tiled = run(predict_probabilities(local_model, img, norm, PredictConfig(tile=32, overlap=8, batch_size=3)))
+    want = 1 / (1 + np.exp(-(img * 4 - 2)))
+    assert whole.shape == (2, 70, 90) and whole.dtype == np.float16
+    np.testing.assert_allclose(whole[0], want, atol=2e-3)
+    np.testing.assert_allclose(tiled.astype(np.float32), whole.astype(np.float32), atol=2e-3)
+
+
+def test_progress_per_tile_row():
+    img = np.zeros((100, 40), np.uint8)
+    gen = predict_probabilities(local_model, img, NormConfig(), PredictConfig(tile=32, overlap=4))
+    events = []
+    out = run(gen, events.append)
+    assert [e.done for e in events] == [1, 2, 3, 4] and all(isinstance(e, Progress) for e in events)
+    assert out.shape == (2, 100, 40)
+
+
+def test_blending_uses_all_tiles():
+    """A model that marks tile borders: blended output must stay within the per-tile range."""
+    img = np.ones((64, 64), np.float32)
+
+    def offset_model(x):
+        return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+    out = run(predict_probabilities(offset_model, img, Normalizer(0.0, 1.0), PredictConfig(tile=32, overlap=8)))
+    np.testing.assert_allclose(out.astype(np.float32), 0.5, atol=1e-3)
+
+
+def test_split_instances_separates_touching_disks():
+    yy, xx = np.mgrid[:30, :50]
+    a = (yy - 15) ** 2 + (xx - 15) ** 2 <= 100
+    b = (yy - 15) ** 2 + (xx - 32) ** 2 <= 100
+    fg = a | b  # touching
+    seeds = ((yy - 15) ** 2 + (xx - 15) ** 2 <= 9) | ((yy - 15) ** 2 + (xx - 32) ** 2 <= 9)
+    lab = split_instances(fg, seeds)
+    assert lab.dtype == np.uint32 and len(np.unique(lab)) == 3
+    assert lab[15, 15] != lab[15, 32] and (lab > 0).sum() == fg.sum()
+    # a component without a seed stays one object; tiny ones are dropped
+    fg2 = fg.copy()
+    fg2[0:3, 45:48] = True  # 9 pixels, no seed
+    fg2[28, 0] = True  # 1 pixel
+    lab2 = split_instances(fg2, seeds, min_size=4)
+    assert len(np.unique(lab2)) == 4 and lab2[28, 0] == 0
+
+
+def test_labels_from_probabilities_thresholds():
+    probs = np.zeros((2, 10, 10), np.float16)
+    probs[0, 2:6, 2:6] = 0.9
+    probs[1, 3:5, 3:5] = 0.9
+    lab = labels_from_probabilities(probs, PredictConfig(min_size=1))
+    assert lab.max() == 1 and (lab > 0).sum() == 16
+    assert labels_from_probabilities(probs, PredictConfig(threshold=0.95)).max() == 0
+
+
+def test_predict_returns_labels_and_probabilities():
+    img = np.zeros((40, 40), np.uint8)
+    img[10:20, 10:20] = 200
+    pred = run(predict(local_model, img, NormConfig(), PredictConfig(tile=32, overlap=4, min_size=1)))
+    assert pred.labels.shape == (40, 40) and pred.probabilities.shape == (2, 40, 40)
+    assert pred.labels[15, 15] > 0 and pred.labels[0, 0] == 0
+
+
+def test_otsu_watershed_baseline_finds_disks(disks):
+    images, labels = disks
+    from slimseg.metrics import score_images
+    preds = [otsu_watershed(im) for im in images]
+    assert score_images(preds, labels)["instance_f1"] > 0.8
+
+
+def test_predict_config_validation():
+    from slimseg.errors import InputError
+    with pytest.raises(InputError):
+        PredictConfig(tile=64, overlap=40)
+    with pytest.raises(InputError):
+        PredictConfig(threshold=1.5)
