@@ -66,7 +66,6 @@ def _train(images, labels, names, a: argparse.Namespace, validation_metrics: boo
     from .config import ModelConfig
     from .evaluate import evaluate
     from .events import run
-    from .segmenter import Segmenter
     from .train import Trainer
 
     cfg = _train_config(a)
@@ -76,8 +75,7 @@ def _train(images, labels, names, a: argparse.Namespace, validation_metrics: boo
     val = result.split.get("val", [])
     if validation_metrics and val:
         index = {n: i for i, n in enumerate(names)}
-        seg = Segmenter.from_module(result.model, result.norm)
-        metrics = run(evaluate(seg, [images[index[n]] for n in val], [labels[index[n]] for n in val], names=val))
+        metrics = run(evaluate(result.segmenter(), [images[index[n]] for n in val], [labels[index[n]] for n in val], names=val))
         metrics.pop("per_image")
     return result, metrics
 
@@ -103,7 +101,6 @@ def cmd_predict(a: argparse.Namespace) -> int:
     import numpy as np
     import tifffile
 
-    from .config import PredictConfig
     from .data.folder import list_images, read_image
     from .events import run
     from .segmenter import load_segmenter
@@ -119,7 +116,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         raise InputError(f"{len(clash)} output files exist already (e.g. {clash[0]}); pass --overwrite or "
                          "choose another --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = PredictConfig(tile=a.tile, overlap=a.overlap)
+    cfg = seg.with_tiling(a.tile, a.overlap)
     for i, (f, t) in enumerate(zip(files, targets)):
         labels = run(seg.predict(read_image(f), cfg)).labels
         dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
@@ -130,7 +127,6 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .config import PredictConfig
     from .data.folder import load_folder
     from .evaluate import evaluate, evaluate_baseline
     from .events import run
@@ -141,7 +137,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise InputError(f"{a.json} exists; pass --overwrite or choose another --json file")
     seg = load_segmenter(a.model)
     names, images, labels = load_folder(a.data)
-    rows = {Path(a.model).name: run(evaluate(seg, images, labels, PredictConfig(tile=a.tile), names))}
+    rows = {Path(a.model).name: run(evaluate(seg, images, labels, seg.with_tiling(a.tile, a.overlap), names))}
     if a.baseline:
         rows["otsu+watershed"] = run(evaluate_baseline(images, labels, names))
     print(format_table(rows))
@@ -156,7 +152,6 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from .events import run
     from .metrics import format_table
     from .sample import load_sample
-    from .segmenter import Segmenter
     from .train import to_model_file
 
     if a.out:
@@ -167,9 +162,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
           f"for up to {a.minutes:g} minutes", file=sys.stderr)
     result, _ = _train(images, labels, names, a, validation_metrics=False)
     t_names, t_images, t_labels = load_sample("test")
-    seg = Segmenter.from_module(result.model, result.norm)
     rows = {
-        "slimseg U-Net": run(evaluate(seg, t_images, t_labels, names=t_names), _progress),
+        "slimseg U-Net": run(evaluate(result.segmenter(), t_images, t_labels, names=t_names), _progress),
         "otsu+watershed": run(evaluate_baseline(t_images, t_labels, t_names)),
     }
     print(f"\nheld-out test images: {len(t_images)} (shipped sample, never trained on)")
@@ -214,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
     p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_evaluate)
 
@@ -230,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules that add their own subcommands with ``add_commands(subparsers)``; they import nothing heavy
 # at module level, so ``slimseg --help`` stays fast.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("slimseg.study.cli", "slimseg.compress.cli")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,7 @@ class TrainConfig:
     patches_per_epoch: int = 256
     val_fraction: float = 0.2
     seed: int = 0
+    split_seed: int | None = None  # seeds the train/validation split; None: ``seed`` does
     patience: int | None = None  # early stopping on validation Dice, in epochs
     device: Device = "auto"
     bf16: Literal["auto", "on", "off"] = "auto"
@@ -118,7 +119,7 @@ class TrainConfig:
 class PredictConfig:
     tile: int = 512
     overlap: int = 64
-    batch_size: int = 4
+    batch_size: int = 2  # tiles per forward pass: memory grows with it, CPU speed hardly does
     threshold: float = 0.5  # foreground probability
     seed_threshold: float = 0.5  # centredness above which a pixel seeds an instance
     min_size: int = 8  # objects smaller than this (pixels) are dropped

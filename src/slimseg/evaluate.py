@@ -17,10 +17,10 @@ from .segmenter import Segmenter
 
 
 def evaluate(segmenter: Segmenter, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-             cfg: PredictConfig = PredictConfig(), names: Sequence[str] | None = None
+             cfg: PredictConfig | None = None, names: Sequence[str] | None = None
              ) -> Generator[Progress, None, dict[str, Any]]:
     """Yield progress per image; return the summary (see ``SegmentationScores.summary``) with a
-    ``per_image`` list."""
+    ``per_image`` list. ``cfg`` defaults to the model's own prediction settings."""
 
     def segment(img):
         return (yield from segmenter.predict(img, cfg)).labels

@@ -24,11 +24,11 @@ def split_instances(foreground: np.ndarray, seeds: np.ndarray, landscape: np.nda
     if n == 0:
         return comp.astype(np.uint32)
     seed_lab, n_seeds = ndi.label(seeds)
-    if n_seeds:
-        comp_of_seed = ndi.maximum(comp, seed_lab, index=np.arange(1, n_seeds + 1)).astype(np.int64)
-        seeds_per_comp = np.bincount(comp_of_seed, minlength=n + 1)
-    else:
-        seeds_per_comp = np.zeros(n + 1, np.int64)
+    # each seed lies inside one component: count seeds per component from the seed pixels alone
+    # (scipy's ndi.maximum with an index argsorts the whole image: gigabytes on large images)
+    comp_of_seed = np.zeros(n_seeds + 1, np.int64)
+    comp_of_seed[seed_lab[seeds]] = comp[seeds]
+    seeds_per_comp = np.bincount(comp_of_seed[1:], minlength=n + 1)
     next_id = n + 1
     boxes = ndi.find_objects(comp)
     for k in np.flatnonzero(seeds_per_comp >= 2):

@@ -73,7 +73,7 @@ def save(mf: ModelFile, path: str | Path, overwrite: bool = False) -> Path:
             zf.writestr("meta.json", json.dumps(meta, indent=1, default=_json_default))
             for name, arr in mf.tensors.items():
                 buf = _io.BytesIO()
-                np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                np.save(buf, np.asarray(arr), allow_pickle=False)  # keeps 0-d shapes (ascontiguousarray makes them 1-d)
                 zf.writestr(f"tensors/{name}.npy", buf.getvalue())
         os.replace(tmp, path)
     finally:

@@ -6,6 +6,7 @@ Every model kind (the float U-Net, and each compressed kind) loads from the mode
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from . import io
-from .config import ModelConfig, NormConfig, PredictConfig
+from .config import ModelConfig, NormConfig, PredictConfig, from_dict
 from .errors import ModelFileError
 from .events import Progress, run
 from .model import UNet
@@ -33,17 +34,41 @@ class Segmenter:
     kind: str = "float"
     meta: dict[str, Any] = field(default_factory=dict)
     module: torch.nn.Module | None = None  # the float module where there is one
+    # thresholds tuned on the validation images after training (stored in the model file)
+    predict_config: PredictConfig = field(default_factory=PredictConfig)
 
-    def predict(self, image: np.ndarray, cfg: PredictConfig = PredictConfig()) -> Generator[Progress, None, Prediction]:
-        return predict(self.model_fn, image, self.norm, cfg, self.model_config.in_channels)
+    def predict(self, image: np.ndarray, cfg: PredictConfig | None = None) -> Generator[Progress, None, Prediction]:
+        """Tiled prediction; ``cfg`` defaults to the model's own (tuned) settings."""
+        return predict(self.model_fn, image, self.norm, cfg or self.predict_config, self.model_config.in_channels)
 
-    def predict_labels(self, image: np.ndarray, cfg: PredictConfig = PredictConfig()) -> np.ndarray:
+    def predict_labels(self, image: np.ndarray, cfg: PredictConfig | None = None) -> np.ndarray:
         return run(self.predict(image, cfg)).labels
+
+    def with_tiling(self, tile: int, overlap: int) -> PredictConfig:
+        """The model's prediction settings with another tile size and overlap."""
+        return dataclasses.replace(self.predict_config, tile=tile, overlap=overlap)
 
     @classmethod
     def from_module(cls, model: UNet, norm: NormConfig, meta: dict[str, Any] | None = None) -> Segmenter:
-        model = model.eval()
-        return cls(model, model.config, norm, "float", meta or {}, model)
+        """A float U-Net, run in eval mode in channels-last layout (1.3-1.9x faster on CPUs here)."""
+        model = model.eval().to(memory_format=torch.channels_last)
+
+        def model_fn(x: torch.Tensor) -> torch.Tensor:
+            return model(x.contiguous(memory_format=torch.channels_last))
+
+        meta = meta or {}
+        return cls(model_fn, model.config, norm, "float", meta, model, predict_config_of(meta))
+
+
+def predict_config_of(meta: dict[str, Any]) -> PredictConfig:
+    """The prediction settings stored in a model file's metadata (defaults where absent)."""
+    stored = meta.get("predict")
+    if not isinstance(stored, dict):
+        return PredictConfig()
+    try:
+        return from_dict(PredictConfig, stored)
+    except (TypeError, ValueError):
+        return PredictConfig()
 
 
 # kind -> loader(ModelFile) -> Segmenter; compressed kinds register theirs in slimseg.compress
@@ -60,16 +85,20 @@ def _load_float(mf: io.ModelFile) -> Segmenter:
     return Segmenter.from_module(model, mf.norm, mf.meta)
 
 
-def load_segmenter(path: str | Path) -> Segmenter:
-    """Load any slimseg model file (float or compressed) for prediction."""
-    mf = io.load(path)
+def from_model_file(mf: io.ModelFile, source: str = "model") -> Segmenter:
+    """A runnable model from model-file content (loaded, or in memory); ``source`` names it in errors."""
     if mf.kind not in MODEL_KINDS:
         try:
             from . import compress  # noqa: F401  (registers the compressed kinds)
         except ImportError as err:
-            raise ModelFileError(f"{path}: model kind {mf.kind!r} needs an optional dependency: {err}") from None
+            raise ModelFileError(f"{source}: model kind {mf.kind!r} needs an optional dependency: {err}") from None
     if mf.kind not in MODEL_KINDS:
-        raise ModelFileError(f"{path}: unknown model kind {mf.kind!r}; upgrade napari-slimseg")
-    seg = MODEL_KINDS[mf.kind](mf)
+        raise ModelFileError(f"{source}: unknown model kind {mf.kind!r}; upgrade napari-slimseg")
+    return MODEL_KINDS[mf.kind](mf)
+
+
+def load_segmenter(path: str | Path) -> Segmenter:
+    """Load any slimseg model file (float or compressed) for prediction."""
+    seg = from_model_file(io.load(path), str(path))
     seg.meta.setdefault("path", str(path))
     return seg

@@ -29,6 +29,8 @@ from .metrics import confusion, pixel_scores
 from .model import UNet, count_parameters, recalibrate_batchnorm
 from .optim import Plateau, lr_factor, make_optimizer
 from .predict import predict_probabilities
+from .segmenter import Segmenter
+from .tune import tune_thresholds
 
 BN_BATCHES_EPOCH = 4
 BN_BATCHES_FINAL = 16
@@ -45,6 +47,12 @@ class TrainResult:
     best_epoch: int = 0
     stop_reason: str = ""
     split: dict[str, list[str]] = field(default_factory=dict)
+    predict_config: PredictConfig = field(default_factory=PredictConfig)  # thresholds tuned on validation
+    tuned_instance_f1: float = float("nan")
+
+    def segmenter(self) -> Segmenter:
+        """The trained model, ready to predict with its tuned thresholds."""
+        return Segmenter.from_module(self.model, self.norm, {"predict": to_dict(self.predict_config)})
 
     def record(self) -> dict[str, Any]:
         """The training record stored in the model file."""
@@ -56,6 +64,7 @@ class TrainResult:
             "stop_reason": self.stop_reason,
             "split": self.split,
             "parameters": count_parameters(self.model),
+            "tuned_instance_f1": self.tuned_instance_f1,
         }
 
 
@@ -73,14 +82,15 @@ class Trainer:
         make_optimizer(config.optimizer, [torch.zeros(1, requires_grad=True)])  # validate the name now
         images, labels = check_pairs(images, labels, self.model_config.in_channels, names)
         names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-        tr, va = split_indices(len(images), config.val_fraction, config.seed)
+        split_seed = config.seed if config.split_seed is None else config.split_seed
+        tr, va = split_indices(len(images), config.val_fraction, split_seed)
         self.split = {"train": [names[i] for i in tr], "val": [names[i] for i in va]}
         if not any(labels[i].any() for i in tr):
             raise InputError("the training split holds no objects; annotate more images or lower val_fraction")
         self.sampler = PatchSampler([Normalizer.fit(images[i], norm)(images[i]) for i in tr],
                                     [targets_from_labels(labels[i]) for i in tr],
                                     config.patch_size, config.seed, config.augment)
-        self.val = [(images[i], labels[i] > 0) for i in va]
+        self.val = [(images[i], labels[i]) for i in va]
         self.device = resolve_device(config.device)
         self.bf16 = use_bf16(config.bf16, self.device)
         torch.manual_seed(config.seed)
@@ -177,23 +187,32 @@ class Trainer:
         if not self.val:
             return float("nan")
         counts = None
-        cfg = PredictConfig(tile=512, overlap=32, batch_size=4)
-        for img, fg in self.val:
-            probs = run(predict_probabilities(self._infer, img, self.norm, cfg, self.model_config.in_channels,
-                                              self.model_config.out_channels))
-            c = confusion(probs[0] > 0.5, fg)
+        for probs, lab in zip(self._val_probabilities(), (lab for _, lab in self.val)):
+            c = confusion(probs[0] > 0.5, lab)
             counts = c if counts is None else counts + c
         return pixel_scores(counts)["dice"]
+
+    def _val_probabilities(self):
+        cfg = PredictConfig(tile=512, overlap=32, batch_size=4)
+        for img, _ in self.val:
+            yield run(predict_probabilities(self._infer, img, self.norm, cfg, self.model_config.in_channels,
+                                            self.model_config.out_channels))
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.model(self._to_device(x)).float().cpu()
 
     def result(self) -> TrainResult:
-        """The best model so far (usable after a stop), BatchNorm re-estimated, on the CPU, eval mode."""
+        """The best model so far (usable after a stop), BatchNorm re-estimated, on the CPU, eval mode,
+        with the post-processing thresholds tuned for instance F1 on the validation images."""
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         recalibrate_batchnorm(self.model, self._bn_batches(), BN_BATCHES_FINAL)
+        self.model.eval()
+        if self.val:
+            probs = [p.astype(np.float32) for p in self._val_probabilities()]
+            self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
+                probs, [lab for _, lab in self.val])
         model = UNet(self.model_config)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         self._result.model = model.eval()
@@ -218,7 +237,7 @@ def fit(images, labels, config: TrainConfig = TrainConfig(), model_config: Model
 
 def to_model_file(result: TrainResult, metrics: dict[str, Any] | None = None) -> io.ModelFile:
     """The model file content of a training result (weights, configs, record, metrics)."""
-    meta: dict[str, Any] = {"training": result.record()}
+    meta: dict[str, Any] = {"training": result.record(), "predict": to_dict(result.predict_config)}
     if metrics:
         meta["metrics"] = metrics
     return io.from_module(result.model, result.model_config, result.norm, "float", **meta)
