@@ -59,6 +59,7 @@ def accuracy(data: str, minutes: float, seed: int, base_width: int) -> None:
     t_imgs, t_labs, t_names = pick(test_idx, images), pick(test_idx, labels), pick(test_idx, names)
     rows = {
         "slimseg U-Net": run(evaluate(seg, t_imgs, t_labs, names=t_names)),
+        "slimseg U-Net + flip TTA": run(evaluate(seg, t_imgs, t_labs, seg.settings(tta=True), t_names)),
         "otsu+watershed": run(evaluate_baseline(t_imgs, t_labs, t_names)),
     }
     whole = run(evaluate_baseline(images, labels, names))

@@ -116,7 +116,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         raise InputError(f"{len(clash)} output files exist already (e.g. {clash[0]}); pass --overwrite or "
                          "choose another --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = seg.with_tiling(a.tile, a.overlap)
+    cfg = seg.settings(tile=a.tile, overlap=a.overlap, tta=a.tta)
     for i, (f, t) in enumerate(zip(files, targets)):
         labels = run(seg.predict(read_image(f), cfg)).labels
         dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
@@ -137,7 +137,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise InputError(f"{a.json} exists; pass --overwrite or choose another --json file")
     seg = load_segmenter(a.model)
     names, images, labels = load_folder(a.data)
-    rows = {Path(a.model).name: run(evaluate(seg, images, labels, seg.with_tiling(a.tile, a.overlap), names))}
+    cfg = seg.settings(tile=a.tile, overlap=a.overlap, tta=a.tta)
+    rows = {Path(a.model).name: run(evaluate(seg, images, labels, cfg, names))}
     if a.baseline:
         rows["otsu+watershed"] = run(evaluate_baseline(images, labels, names))
     print(format_table(rows))
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
     p.add_argument("--overwrite", action="store_true", help="replace existing label files")
     p.set_defaults(func=cmd_predict)
 
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_evaluate)
 

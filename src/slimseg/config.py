@@ -123,6 +123,7 @@ class PredictConfig:
     threshold: float = 0.5  # foreground probability
     seed_threshold: float = 0.5  # centredness above which a pixel seeds an instance
     min_size: int = 8  # objects smaller than this (pixels) are dropped
+    tta: bool = False  # average over the 4 flips (4x the compute, smoother masks)
 
     def __post_init__(self) -> None:
         if self.tile < 32 or not 0 <= self.overlap < self.tile // 2:

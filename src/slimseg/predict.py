@@ -56,7 +56,7 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
         for b in range(0, len(xs), cfg.batch_size):
             bx = xs[b: b + cfg.batch_size]
             batch = np.stack([normalize(image[y:y + th, x:x + tw]) for x in bx])
-            probs = _infer(model_fn, batch)
+            probs = _infer(model_fn, batch, cfg.tta)
             for x, p in zip(bx, probs):
                 acc[:, :, x:x + tw] += p * window
                 wacc[:, x:x + tw] += window
@@ -65,10 +65,18 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
     return out
 
 
-def _infer(model_fn: ModelFn, batch: np.ndarray) -> np.ndarray:
+_FLIPS = ((), (-1,), (-2,), (-2, -1))
+
+
+def _infer(model_fn: ModelFn, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Sigmoid probabilities of a batch; with ``tta`` the mean over the 4 flips."""
     with torch.inference_mode():
-        logits = model_fn(torch.from_numpy(batch))
-        return torch.sigmoid(logits.float()).numpy()
+        x = torch.from_numpy(batch)
+        if not tta:
+            return torch.sigmoid(model_fn(x).float()).numpy()
+        total = sum(torch.sigmoid(model_fn(x.flip(d) if d else x).float()).flip(d) if d else
+                    torch.sigmoid(model_fn(x).float()) for d in _FLIPS)
+        return (total / len(_FLIPS)).numpy()
 
 
 def labels_from_probabilities(probs: np.ndarray, cfg: PredictConfig = PredictConfig()) -> np.ndarray:

@@ -44,9 +44,9 @@ class Segmenter:
     def predict_labels(self, image: np.ndarray, cfg: PredictConfig | None = None) -> np.ndarray:
         return run(self.predict(image, cfg)).labels
 
-    def with_tiling(self, tile: int, overlap: int) -> PredictConfig:
-        """The model's prediction settings with another tile size and overlap."""
-        return dataclasses.replace(self.predict_config, tile=tile, overlap=overlap)
+    def settings(self, **changes: Any) -> PredictConfig:
+        """The model's own prediction settings with some changed (``tile=256, tta=True``, ...)."""
+        return dataclasses.replace(self.predict_config, **changes)
 
     @classmethod
     def from_module(cls, model: UNet, norm: NormConfig, meta: dict[str, Any] | None = None) -> Segmenter:

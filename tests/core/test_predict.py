@@ -93,3 +93,20 @@ def test_predict_config_validation():
         PredictConfig(tile=64, overlap=40)
     with pytest.raises(InputError):
         PredictConfig(threshold=1.5)
+
+
+def test_tta_averages_the_flips():
+    img = np.random.default_rng(0).random((20, 24)).astype(np.float32)
+
+    def left_biased(x):  # not flip-equivariant: output depends on the column index
+        cols = torch.arange(x.shape[-1], dtype=torch.float32).expand_as(x)
+        return torch.cat([cols / 10 - 1, x], dim=1)
+
+    norm = Normalizer(0.0, 1.0)
+    plain = run(predict_probabilities(left_biased, img, norm, PredictConfig(tile=64, overlap=0)))
+    tta = run(predict_probabilities(left_biased, img, norm, PredictConfig(tile=64, overlap=0, tta=True)))
+    cols = np.arange(24, dtype=np.float32)
+    want = (2 / (1 + np.exp(-(cols / 10 - 1))) + 2 / (1 + np.exp(-((23 - cols) / 10 - 1)))) / 4
+    np.testing.assert_allclose(tta[0, 5].astype(np.float32), want, atol=2e-3)
+    assert not np.allclose(plain[0, 5].astype(np.float32), want, atol=1e-2)
+    np.testing.assert_allclose(tta[1].astype(np.float32), plain[1].astype(np.float32), atol=2e-3)

@@ -26,4 +26,4 @@ def test_tuned_settings_travel_in_the_model_file(tmp_path):
                                                                      "tile": 256, "overlap": 32})
     seg = load_segmenter(io.save(mf, tmp_path / "m.slimseg"))
     assert (seg.predict_config.threshold, seg.predict_config.seed_threshold) == (0.4, 0.7)
-    assert seg.with_tiling(128, 16) == PredictConfig(tile=128, overlap=16, threshold=0.4, seed_threshold=0.7)
+    assert seg.settings(tile=128, overlap=16) == PredictConfig(tile=128, overlap=16, threshold=0.4, seed_threshold=0.7)

@@ -18,6 +18,19 @@ from ..errors import InputError
 TAG = "slimseg_output"  # metadata key of the layers the widgets made
 
 
+def _is(layer: Any, kind: str) -> bool:
+    """``layer`` is a napari ``kind`` ("Image", "Labels") layer; also true through napari's plugin proxy,
+    whose ``type()`` is the proxy's."""
+    import napari.layers
+
+    return isinstance(layer, getattr(napari.layers, kind))
+
+
+def layer_choices(viewer: Any, kind: str):
+    """A magicgui ``choices`` callable: the viewer's layers of one type ("Image", "Labels")."""
+    return lambda _widget: [(layer.name, layer) for layer in viewer.layers if _is(layer, kind)]
+
+
 def _base_data(layer: Any) -> Any:
     data = layer.data
     if getattr(layer, "multiscale", False):
@@ -49,7 +62,7 @@ def training_pairs(image_layers: Sequence[Any], label_layers: Sequence[Any]
     per plane). Shapes are checked here so the message can name the layers."""
     image_layers, label_layers = list(image_layers), list(label_layers)
     if not image_layers or not label_layers:
-        raise InputError("choose at least one Image layer and its Labels layer (ground truth) to train on")
+        raise InputError("choose an Image layer and its Labels layer (ground truth) first")
     if len(image_layers) != len(label_layers):
         raise InputError(
             f"{len(image_layers)} image layers but {len(label_layers)} labels layers are selected; select one "
@@ -90,7 +103,7 @@ def put_layer(viewer: Any, data: np.ndarray, layer_type: str, name: str, like: A
     place = {"scale": tuple(like.scale)[-data.ndim:], "translate": tuple(like.translate)[-data.ndim:]}
     if not new:
         for layer in viewer.layers:
-            if layer.metadata.get(TAG) == key and type(layer).__name__.lower() == layer_type:
+            if layer.metadata.get(TAG) == key and _is(layer, layer_type.capitalize()):
                 layer.data = data
                 layer.scale, layer.translate = place["scale"], place["translate"]
                 for attr, value in kwargs.items():

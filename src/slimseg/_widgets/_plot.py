@@ -12,7 +12,8 @@ class TrainingPlot:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 2.2), dpi=90, layout="constrained")
+        self.figure = Figure(figsize=(3.2, 2.2), dpi=90)
+        self.figure.subplots_adjust(left=0.17, right=0.83, bottom=0.2, top=0.95)  # fixed: constrained layout doubles the draw time
         self.native = FigureCanvasQTAgg(self.figure)
         self.native.setMinimumHeight(170)
         self.loss_ax = self.figure.add_subplot()

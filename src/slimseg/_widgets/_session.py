@@ -50,7 +50,9 @@ _STORES: weakref.WeakKeyDictionary[Any, SessionModels] = weakref.WeakKeyDictiona
 
 
 def session_models(viewer: Any) -> SessionModels:
-    """The model store of ``viewer`` (created on first use)."""
+    """The model store of ``viewer`` (created on first use). napari hands each plugin widget its own
+    proxy of the viewer; the store is keyed by the viewer behind it, so all widgets share it."""
+    viewer = getattr(viewer, "__wrapped__", viewer)
     store = _STORES.get(viewer)
     if store is None:
         store = _STORES[viewer] = SessionModels()
