@@ -106,8 +106,7 @@ class Trainer:
         steps_per_epoch = max(1, math.ceil(cfg.patches_per_epoch / cfg.batch_size))
         total_steps = steps_per_epoch * cfg.epochs
         budget = cfg.minutes * 60 if cfg.minutes else math.inf
-        base_lr = cfg.lr if cfg.lr is not None else None
-        opt = make_optimizer(cfg.optimizer, self.model.parameters(), base_lr, cfg.weight_decay)
+        opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
         base_lrs = [g["lr"] for g in opt.param_groups]
         plateau = Plateau() if cfg.schedule == "plateau" else None
         yield Message(
