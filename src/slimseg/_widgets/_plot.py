@@ -13,7 +13,8 @@ class TrainingPlot:
         from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(3.2, 2.2), dpi=90)
-        self.figure.subplots_adjust(left=0.17, right=0.83, bottom=0.2, top=0.95)  # fixed: constrained layout doubles the draw time
+        # a fixed layout: matplotlib's constrained layout doubled the time of each redraw
+        self.figure.subplots_adjust(left=0.17, right=0.83, bottom=0.2, top=0.95)
         self.native = FigureCanvasQTAgg(self.figure)
         self.native.setMinimumHeight(170)
         self.loss_ax = self.figure.add_subplot()
@@ -49,3 +50,35 @@ class TrainingPlot:
             self.loss_ax.relim()
             self.loss_ax.autoscale_view(scalex=False)
         self.native.draw_idle()
+
+
+class TextPlot:
+    """The fallback without matplotlib: the last epochs as text, and how to get the plot."""
+
+    def __init__(self) -> None:
+        from qtpy.QtWidgets import QLabel
+
+        self.native = QLabel("install matplotlib (pip install matplotlib) to see the live training plot")
+        self.native.setWordWrap(True)
+        self.epochs: list[int] = []
+        self.loss: list[float] = []
+        self.dice: list[float] = []
+
+    def clear(self) -> None:
+        self.epochs, self.loss, self.dice = [], [], []
+
+    def add(self, epoch: int, train_loss: float, val_dice: float) -> None:
+        self.epochs.append(epoch)
+        self.loss.append(train_loss)
+        self.dice.append(val_dice)
+        rows = [f"epoch {e}: loss {lo:.4f}, val Dice {d:.4f}" for e, lo, d in
+                zip(self.epochs[-5:], self.loss[-5:], self.dice[-5:])]
+        self.native.setText("\n".join(rows))
+
+
+def make_plot() -> TrainingPlot | TextPlot:
+    """The live plot, or a text fallback where matplotlib is missing."""
+    try:
+        return TrainingPlot()
+    except ImportError:
+        return TextPlot()

@@ -1,4 +1,5 @@
-"""The models trained or compressed in one napari viewer, shared by that viewer's slimseg widgets.
+"""The models trained or compressed in one napari viewer, shared by that viewer's slimseg widgets,
+and how the widgets run them.
 
 One store per viewer (weakly keyed, so it goes away with the viewer): the Train widget adds its
 results, the Compress widget its compressed models, and the Predict, Compare and Compress widgets
@@ -57,3 +58,21 @@ def session_models(viewer: Any) -> SessionModels:
     if store is None:
         store = _STORES[viewer] = SessionModels()
     return store
+
+
+def runnable(mf: io.ModelFile, name: str = "model"):
+    """A :class:`~slimseg.segmenter.Segmenter` for use inside napari. PT2E int8 models run on oneDNN
+    kernels wired in without ``torch.compile`` ("lowered" engine): compiling inside napari loads
+    Inductor's code generation (and triton where installed) after napari's OpenGL context is up, which
+    crashed a peer plugin under Mesa. The environment variable ``SLIMSEG_INT8_ENGINE=compile``
+    still opts in."""
+    from ..segmenter import from_model_file
+
+    if mf.kind == "int8-pt2e":
+        try:
+            from ..compress import pt2e
+        except ImportError as err:
+            raise InputError(f"{name}: int8 models need the optional compression dependencies "
+                             f"(pip install 'napari-slimseg[compress]'): {err}") from None
+        return pt2e.load(mf, engine="lowered")
+    return from_model_file(mf, name)

@@ -3,14 +3,17 @@
 A job body is a generator function taking a :class:`threading.Event`; it yields the core's events and
 returns its result. :meth:`Job.stop` sets the event, and a body built with :func:`until_stopped` ends at
 the next ``yield`` *normally*, returning its best result so far (computed in the worker thread).
-:meth:`Job.abort` also asks superqt to drop the job at its next ``yield`` without a result.
 
-Every job connects ``errored``: superqt would otherwise re-raise a worker's exception in the event loop.
+Every job connects ``errored`` (superqt would otherwise re-raise a worker's exception in the event loop)
+and re-raises a RuntimeError as :class:`JobRuntimeError` (superqt would otherwise drop it silently). The
+worker thread runs at a lower CPU priority, so napari stays responsive while training saturates the CPU.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Generator
 from typing import Any
@@ -34,13 +37,36 @@ def until_stopped(gen: Generator[Any, None, Any], stop: threading.Event,
         yield event
 
 
+class JobRuntimeError(Exception):
+    """A RuntimeError raised in a job (torch raises many). superqt's generator worker swallows a
+    RuntimeError with only a warning, and without ``finished``: the widget would wait forever."""
+
+
+def background_priority(niceness: int = 10) -> None:
+    """Lower the calling thread's CPU priority (Linux; elsewhere a no-op) so that napari's GUI thread
+    wins the CPU when a job saturates it. Threads the job starts (torch's OpenMP pool) inherit it."""
+    if sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), niceness))
+        except (AttributeError, OSError):
+            pass
+
+
 def notify_error(err: BaseException, what: str) -> None:
     """Tell the user: bad input as an error notification naming the fix; anything else with its
     traceback (napari's notification has a 'View traceback' button)."""
     from napari.utils.notifications import ErrorNotification, notification_manager, show_error
 
+    if isinstance(err, JobRuntimeError) and err.__cause__ is not None:
+        err = err.__cause__
     if isinstance(err, InputError):
         show_error(f"{what}: {err}")
+        return
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        package = err.name.split(".")[0]
+        show_error(f"{what} needs the optional package {package!r}, which is not installed; install the extras "
+                   f"with: pip install 'napari-slimseg[compress]' (or pip install {package}), then restart napari")
         return
     log.error("%s failed", what, exc_info=(type(err), err, err.__traceback__))
     note = ErrorNotification(err)
@@ -51,41 +77,39 @@ def notify_error(err: BaseException, what: str) -> None:
 class Job:
     """One long job: ``body(stop_event)`` run by superqt's ``GeneratorWorker``, started at once.
 
-    ``on_finished`` runs last, after success, error or abort.
+    ``on_finished`` runs last, after success, stop or error.
     """
 
     def __init__(self, body: Callable[[threading.Event], Generator[Any, None, Any]], what: str, *,
                  on_event: Callable[[Any], None], on_done: Callable[[Any], None],
-                 on_finished: Callable[[], None] | None = None,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_finished: Callable[[], None] | None = None) -> None:
         from superqt.utils import create_worker
 
-        self.what = what
         self.stop_event = threading.Event()
         self.running = True
 
         def errored(err: BaseException) -> None:
             notify_error(err, what)
-            if on_error is not None:
-                on_error(err)
 
         def finished() -> None:
             self.running = False
             if on_finished is not None:
                 on_finished()
 
-        self.worker = create_worker(body, self.stop_event, _start_thread=False, _connect={
+        def run(stop: threading.Event) -> Generator[Any, None, Any]:
+            background_priority()
+            try:
+                return (yield from body(stop))
+            except RuntimeError as err:  # superqt takes a RuntimeError for "worker deleted" and drops it
+                raise JobRuntimeError(str(err)) from err
+
+        self.worker = create_worker(run, self.stop_event, _start_thread=False, _connect={
             "yielded": on_event, "returned": on_done, "errored": errored, "finished": finished})
         self.worker.start()
 
     def stop(self) -> None:
         """Ask the job to end at its next step and return what it has (the best model so far)."""
         self.stop_event.set()
-
-    def abort(self) -> None:
-        """Ask the job to end at its next step without a result (the widget or viewer is gone)."""
-        self.stop_event.set()
-        self.worker.quit()
 
 
 def on_close(widget: Any, callback: Callable[[], None]) -> None:

@@ -1,0 +1,100 @@
+"""Choosing models in a widget: this session's models (trained or compressed here) or model files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Select
+
+from .. import io
+from ..errors import InputError
+from ._session import session_models
+
+FROM_FILE = "from file..."
+FILTER = f"slimseg models (*{io.SUFFIX});;all files (*)"
+
+
+def _is_set(path: Any) -> bool:
+    return path is not None and str(path) not in ("", ".")
+
+
+def load_file(path: Any) -> io.ModelFile:
+    if not _is_set(path):
+        raise InputError(f"no model file chosen; pick a {io.SUFFIX} file or a model trained in this session")
+    return io.load(Path(path))
+
+
+def save_model(viewer: Any, name: str | None, target: Any, overwrite: bool) -> Path:
+    """Write the session model ``name`` to ``target`` (``.slimseg`` added when there is no suffix)."""
+    if name is None:
+        raise InputError("no model to save yet; run the widget first")
+    if not _is_set(target):
+        raise InputError(f"choose a file name to save to (e.g. nuclei{io.SUFFIX})")
+    path = Path(str(target))
+    if not path.suffix:
+        path = path.with_suffix(io.SUFFIX)
+    try:
+        return io.save(session_models(viewer).get(name), path, overwrite=overwrite)
+    except InputError as err:
+        raise InputError(str(err).replace("pass --overwrite (overwrite=True)", "tick 'overwrite'")) from None
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err}") from None
+
+
+class ModelPicker(Container):
+    """One model: a drop-down of this session's models plus "from file..." with a file field."""
+
+    def __init__(self, viewer: Any, label: str = "model") -> None:
+        self.store = session_models(viewer)
+        self.choice = ComboBox(label=label, choices=lambda _w: [*self.store.names(), FROM_FILE],
+                               tooltip="a model trained or compressed in this session, or a model file")
+        self.file = FileEdit(label="model file", mode="r", filter=FILTER)
+        super().__init__(widgets=[self.choice, self.file], labels=True)
+        self.margins = (0, 0, 0, 0)
+        self.choice.changed.connect(self._show_file)
+        self.store.changed.connect(self._models_changed)
+        self._show_file()
+
+    def _show_file(self, *_: Any) -> None:
+        self.file.visible = self.choice.value == FROM_FILE
+
+    def _models_changed(self) -> None:
+        self.choice.reset_choices()
+        if self.choice.value == FROM_FILE and not _is_set(self.file.value) and len(self.store):
+            self.choice.value = self.store.names()[-1]  # the newest model, rather than an empty file field
+
+    def selected(self) -> tuple[str, io.ModelFile]:
+        """(name, model file content); raises InputError with the fix for a missing or bad file."""
+        if self.choice.value == FROM_FILE or self.choice.value is None:
+            return Path(str(self.file.value)).name, load_file(self.file.value)
+        return self.choice.value, self.store.get(self.choice.value)
+
+
+class ModelsPicker(Container):
+    """Several models: a multi-select list of this session's models plus any number of model files."""
+
+    def __init__(self, viewer: Any) -> None:
+        self.store = session_models(viewer)
+        self.session = Select(label="session models", choices=lambda _w: self.store.names(),
+                              tooltip="models trained or compressed in this session (Ctrl-click for several)")
+        self.files = FileEdit(label="model files", mode="rm", filter=FILTER)
+        super().__init__(widgets=[self.session, self.files], labels=True)
+        self.margins = (0, 0, 0, 0)
+        self.session.native.setMaximumHeight(90)
+        self.store.changed.connect(self._models_changed)
+
+    def _models_changed(self) -> None:
+        chosen = list(self.session.value)
+        self.session.reset_choices()
+        self.session.value = [n for n in chosen if n in self.store.names()]
+
+    def selected(self) -> list[tuple[str, io.ModelFile]]:
+        out = [(name, self.store.get(name)) for name in self.session.value]
+        files = self.files.value or ()
+        for path in ([files] if isinstance(files, (str, Path)) else files):
+            if _is_set(path):
+                out.append((Path(str(path)).name, load_file(path)))
+        if not out:
+            raise InputError("no models chosen; select session models and/or add model files")
+        return out

@@ -1,0 +1,255 @@
+"""The Train widget: image + labels layers -> a U-Net, trained in a worker with a live plot; Stop keeps the best."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+
+from ..errors import InputError
+from ..events import EpochEnd, Message, StepEnd
+from ._layers import channels_of, layer_choices, training_pairs
+from ._models import FILTER, save_model
+from ._session import session_models
+from ._style import MAX_WIDTH
+from ._worker import Job, notify_error, on_close, until_stopped
+
+if TYPE_CHECKING:
+    import napari
+
+LOSS_PRESETS = ("bce+jaccard", "bce+dice", "0.5*bce+dice", "focal+dice", "bce+tversky")
+
+
+def _warm_up() -> None:
+    """Do in the GUI thread, while the widget opens, the imports a training run would otherwise do in
+    its worker: an import holds the GIL for long stretches (torch.optim's first optimizer imports
+    torch._dynamo), which froze napari's event loop for 0.3-0.6 s at the start of training."""
+    import torch
+
+    from .. import train  # noqa: F401
+    from ..optim import make_optimizer
+
+    make_optimizer("sgd", [torch.zeros(1, requires_grad=True)])
+
+
+def parse_lr(text: str) -> float | None:
+    """'' -> None (the optimizer's default); '1e-4' or '0.0001' -> 1e-4."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        lr = float(text)
+    except ValueError:
+        raise InputError(f"learning rate {text!r} is not a number; write e.g. 0.001 or 1e-3") from None
+    if not 0 < lr < 10:
+        raise InputError(f"learning rate {lr:g} is out of range; use a value like 1e-3 (0 < lr < 10)")
+    return lr
+
+
+class TrainWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from ..losses import LOSSES
+        from ..optim import OPTIMIZERS, default_lr
+
+        _warm_up()
+
+        self.viewer = viewer
+        self.job: Job | None = None
+        self.closed = False
+        self._default_lr = default_lr
+        self.image_layers = Select(label="images", choices=layer_choices(viewer, "Image"),
+                             tooltip="one or more Image layers (a layer may hold a stack of 2D images)")
+        self.label_layers = Select(label="labels", choices=layer_choices(viewer, "Labels"),
+                             tooltip="the matching Labels layers (ground truth), paired in layer-list order")
+        self.pairs = Label(value="")
+        self.optimizer = ComboBox(label="optimizer", choices=OPTIMIZERS.names(), value="rmsprop")
+        self.lr = LineEdit(label="learning rate", value=f"{default_lr('rmsprop'):g}",
+                           tooltip="e.g. 0.001 or 1e-3; empty = the optimizer's default")
+        self.loss_preset = ComboBox(label="loss preset", choices=[*LOSSES.names(), *LOSS_PRESETS], value="bce+jaccard")
+        self.loss = LineEdit(label="loss", value="bce+jaccard",
+                             tooltip=f"a term or weighted sum, e.g. 0.5*bce+dice; terms: {', '.join(LOSSES.names())}")
+        self.epochs = SpinBox(label="epochs", value=50, min=1, max=100000)
+        self.minutes = FloatSpinBox(label="max minutes", value=0.0, min=0.0, max=10080.0, step=0.5,
+                                    tooltip="wall-clock budget; 0 = no limit (whichever of epochs/minutes ends first)")
+        self.batch = SpinBox(label="batch size", value=8, min=1, max=1024)
+        self.patch = SpinBox(label="patch size", value=256, min=16, max=4096, step=16)
+        self.patches_per_epoch = SpinBox(label="patches/epoch", value=256, min=1, max=1_000_000)
+        self.val_fraction = FloatSpinBox(label="validation fraction", value=0.2, min=0.0, max=0.9, step=0.05)
+        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.depth = SpinBox(label="model depth", value=4, min=2, max=7, tooltip="U-Net levels")
+        self.base_width = SpinBox(label="base width", value=16, min=1, max=512,
+                             tooltip="channels of the first level; each level doubles them")
+        self.start_button = PushButton(text="Start training")
+        self.stop_button = PushButton(text="Stop", enabled=False,
+                                      tooltip="stop at the next step and keep the best model so far")
+        self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
+        self.status = Label(value="")
+        self.save_path = FileEdit(label="save to", mode="w", filter=FILTER)
+        self.overwrite = CheckBox(text="overwrite an existing file", value=False)
+        self.save_button = PushButton(text="Save model", enabled=False)
+        buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
+        buttons.margins = (0, 0, 0, 0)
+        super().__init__(widgets=[
+            self.image_layers, self.label_layers, self.pairs, self.optimizer, self.lr, self.loss_preset, self.loss,
+            self.epochs, self.minutes, self.batch, self.patch, self.patches_per_epoch, self.val_fraction,
+            self.seed, self.depth, self.base_width, buttons, self.progress, self.status])
+        from ._plot import make_plot
+
+        self.plot = make_plot()
+        self.extend([self.save_path, self.overwrite, self.save_button])
+        self.native.layout().insertWidget(self.index(self.status) + 1, self.plot.native)
+        self.max_width = MAX_WIDTH
+        self.status.native.setWordWrap(True)
+        self.last_model: str | None = None  # name of this widget's latest model in the session store
+        self.image_layers.native.setMaximumHeight(80)
+        self.label_layers.native.setMaximumHeight(80)
+        self.image_layers.changed.connect(self._show_pairs)
+        self.label_layers.changed.connect(self._show_pairs)
+        self.optimizer.changed.connect(self._optimizer_changed)
+        self.loss_preset.changed.connect(lambda v: setattr(self.loss, "value", v))
+        self.start_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        self.save_button.changed.connect(self.save)
+        on_close(self.native, self._on_close)
+        self._lr_default_text = self.lr.value
+
+    # -- form ---------------------------------------------------------------------------------------
+    def _show_pairs(self, *_: Any) -> None:
+        pairs = [f"{i.name} + {lb.name}" for i, lb in zip(self.image_layers.value, self.label_layers.value)]
+        self.pairs.value = "pairs: " + ("; ".join(pairs) if pairs else "none selected")
+
+    def _optimizer_changed(self, name: str) -> None:
+        if self.lr.value.strip() in ("", self._lr_default_text):  # the user has not typed their own rate
+            self._lr_default_text = f"{self._default_lr(name):g}"
+            self.lr.value = self._lr_default_text
+
+    def configs(self):
+        """(TrainConfig, ModelConfig) from the form; InputError names a bad field."""
+        from ..config import ModelConfig, TrainConfig
+        from ..losses import parse_loss
+
+        parse_loss(self.loss.value)
+        cfg = TrainConfig(
+            optimizer=self.optimizer.value, loss=self.loss.value.strip(), lr=parse_lr(self.lr.value),
+            epochs=self.epochs.value, minutes=self.minutes.value or None, batch_size=self.batch.value,
+            patch_size=self.patch.value, patches_per_epoch=self.patches_per_epoch.value,
+            val_fraction=self.val_fraction.value, seed=self.seed.value)
+        in_ch = channels_of(self.image_layers.value)
+        return cfg, ModelConfig.from_depth(self.depth.value, self.base_width.value, in_channels=in_ch)
+
+    # -- running ------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.job.running
+
+    def start(self, *_: Any) -> Job | None:
+        """Check the form and start training; every problem becomes a notification."""
+        try:
+            if self.running:
+                raise InputError("training is already running; press Stop first (the best model is kept)")
+            cfg, model_cfg = self.configs()
+            names, images, labels = training_pairs(self.image_layers.value, self.label_layers.value)
+        except InputError as err:
+            notify_error(err, "Train")
+            return None
+        self.plot.clear()
+        self.progress.value = 0
+        self._t0, self._total_steps = time.perf_counter(), cfg.epochs * -(-cfg.patches_per_epoch // cfg.batch_size)
+        self._budget_s = cfg.minutes * 60 if cfg.minutes else None
+
+        def body(stop):
+            from ..train import Trainer
+
+            yield Message(f"preparing {len(images)} image(s) ...")
+            trainer = Trainer(images, labels, cfg, model_cfg, names=names)
+
+            def stopped():
+                result = trainer.result()
+                result.stop_reason = "stopped by user"
+                return result
+
+            return (yield from until_stopped(trainer.fit(), stop, stopped))
+
+        self.job = Job(body, "Train", on_event=self._on_event, on_done=self._on_done, on_finished=self._on_finished)
+        self._set_running(True)
+        return self.job
+
+    def stop(self, *_: Any) -> None:
+        if self.running:
+            self.job.stop()
+            if not self.closed:
+                self.status.value = "stopping at the next step ..."
+                self.stop_button.enabled = False
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.enabled = not running
+        self.stop_button.enabled = running
+
+    def _on_event(self, event: Any) -> None:
+        if self.closed:
+            return
+        if isinstance(event, StepEnd):
+            done = event.step / self._total_steps
+            if self._budget_s:
+                done = max(done, (time.perf_counter() - self._t0) / self._budget_s)
+            self.progress.value = int(1000 * min(done, 1.0))
+        elif isinstance(event, EpochEnd):
+            self.plot.add(event.epoch, event.train_loss, event.val_dice)
+            self.status.value = (f"epoch {event.epoch}: loss {event.train_loss:.4f}, val Dice {event.val_dice:.4f}"
+                                 f" (best {event.best_val_dice:.4f}), {event.elapsed_s:.0f} s")
+        elif isinstance(event, Message):
+            self.status.value = event.text
+
+    def _on_done(self, result: Any) -> None:
+        from napari.utils.notifications import show_info
+
+        from ..train import to_model_file
+
+        mf = to_model_file(result)
+        dice = f"val Dice {result.best_val_dice:.3f}" if result.best_epoch else "not validated"
+        cfg = result.model_config
+        self.last_model = session_models(self.viewer).add(f"U-Net d{cfg.depth}w{cfg.widths[0]}, {dice}", mf)
+        why = "its panel was closed" if self.closed else result.stop_reason
+        keep = "" if self.closed else "; Save it to keep it"
+        show_info(f"Training ended ({why}): best {dice} at epoch {result.best_epoch}; the model is kept in "
+                  f"this session as {self.last_model!r} (Predict, Compare, Compress){keep}.")
+        if not self.closed:
+            self.status.value = f"done ({why}): best {dice} at epoch {result.best_epoch}"
+            self.progress.value = 1000
+            self.save_button.enabled = True
+
+    def _on_finished(self) -> None:
+        if not self.closed:
+            self._set_running(False)
+
+    def _on_close(self) -> None:
+        self.closed = True
+        if self.running:
+            self.job.stop()
+
+    # -- saving -------------------------------------------------------------------------------------
+    def save(self, *_: Any) -> Path | None:
+        from napari.utils.notifications import show_info
+
+        try:
+            saved = save_model(self.viewer, self.last_model, self.save_path.value, self.overwrite.value)
+        except InputError as err:
+            notify_error(err, "Save model")
+            return None
+        show_info(f"saved {self.last_model!r} to {saved}")
+        self.status.value = f"saved to {saved}"
+        return saved

@@ -1,0 +1,70 @@
+"""The Train widget driven by clicks: train on the sample layers, stop mid-way, keep the best model, save."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gui_helpers import TINY, click, messages, quadrants, set_form, wait_job
+
+from slimseg import io
+from slimseg._widgets._session import session_models
+from slimseg._widgets.train import TrainWidget, parse_lr
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def train_widget(make_napari_viewer, sample):
+    viewer = make_napari_viewer()
+    image, labels = sample
+    img_layer = viewer.add_image(quadrants(image), name="nuclei stack")
+    lab_layer = viewer.add_labels(quadrants(labels), name="nuclei stack labels")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    set_form(widget, image_layers=[img_layer], label_layers=[lab_layer], epochs=1000, val_fraction=0.25, **TINY)
+    return viewer, widget
+
+
+def test_lr_field_keeps_small_rates_readable(train_widget):
+    _, widget = train_widget
+    widget.lr.value = "1e-4"
+    assert parse_lr(widget.lr.value) == pytest.approx(1e-4)
+    widget.optimizer.value = "adam"  # the user typed their own rate: a new optimizer keeps it
+    assert widget.lr.value == "1e-4"
+    widget.lr.value = ""
+    widget.optimizer.value = "sgd"
+    assert float(widget.lr.value) == pytest.approx(0.05)  # an untouched field follows the optimizer's default
+    with pytest.raises(ValueError, match="not a number"):
+        parse_lr("fast")
+
+
+def test_train_stop_keeps_best_and_saves(qtbot, train_widget, tmp_path, notes):
+    viewer, widget = train_widget
+    before = [layer.data.copy() for layer in viewer.layers]
+    click(qtbot, widget.start_button)
+    assert widget.running and not widget.start_button.enabled
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 3, timeout=120_000)  # a live plot point per epoch
+    click(qtbot, widget.stop_button)
+    wait_job(qtbot, widget)
+    assert widget.start_button.enabled and not widget.stop_button.enabled
+    mf = session_models(viewer).get(widget.last_model)
+    record = mf.meta["training"]
+    history = record["history"]
+    assert record["stop_reason"] == "stopped by user"
+    assert 3 <= len(history) < 1000  # stopped long before the 1000 epochs asked for
+    dice = [row["val_dice"] for row in history]
+    assert record["best_epoch"] == 1 + int(np.argmax(dice))  # the best epoch, not the last one, is kept
+    assert record["best_val_dice"] == pytest.approx(max(dice))
+    assert widget.plot.dice[: len(dice)] == pytest.approx(dice[: len(widget.plot.dice)])
+    assert "kept in this session" in messages(notes)
+
+    widget.save_path.value = tmp_path / "nuclei"
+    click(qtbot, widget.save_button)
+    saved = tmp_path / "nuclei.slimseg"
+    loaded = io.load(saved)
+    assert set(loaded.tensors) == set(mf.tensors)
+    assert all(np.array_equal(loaded.tensors[k], mf.tensors[k]) for k in mf.tensors)
+    click(qtbot, widget.save_button)  # a second save must not overwrite silently
+    assert "exists" in messages(notes, "error")
+    for layer, data in zip(viewer.layers, before):
+        assert np.array_equal(layer.data, data)  # the user's layers are untouched
