@@ -108,21 +108,27 @@ def main() -> int:
         row["name"] = name
     checks = targets(rows, avx2_rows)
     total = time.perf_counter() - t0
-    write_report(rows, avx2_rows, main_res, avx2_res, checks, timings, total, a)
+    write_report(rows, avx2_rows, main_res, avx2_res, checks, timings, total, a, model)
     for target, value, ok in checks:
         print(f"{'PASS' if ok else 'MISS'}  {target}: {value}")
     return 0
 
 
-def write_report(rows, avx2_rows, main_res, avx2_res, checks, timings, total, a) -> None:
+def write_report(rows, avx2_rows, main_res, avx2_res, checks, timings, total, a, model) -> None:
     sys.path.insert(0, str(REPO / "src"))
+    from slimseg import io
     from slimseg.compress.report import format_table
 
+    training = io.load(model).meta.get("training", {})
+    tc = training.get("train_config", {})
+    source = (f"Float model `{Path(model).name}`: {len(training.get('history', []))} epochs on device "
+              f"{tc.get('device', '?')}, stopped by {training.get('stop_reason', '?')}, best validation Dice "
+              f"{training.get('best_val_dice', float('nan')):.4f}.")
     (HERE / "compress.json").write_text(json.dumps({
         "machine": main_res["machine"], "validation_images": main_res["images"], "rows": list(rows.values()),
         "avx2_machine": avx2_res["machine"], "avx2_rows": list(avx2_rows.values()),
         "targets": [{"target": t, "measured": v, "met": ok} for t, v, ok in checks],
-        "compress_seconds": timings, "total_seconds": round(total, 1),
+        "compress_seconds": timings, "total_seconds": round(total, 1), "float_model": str(model),
         "settings": {"qat_minutes": a.qat_minutes, "prune_minutes": a.prune_minutes, "repeats": a.repeats},
     }, indent=1, default=str))
     lines = [
@@ -131,7 +137,7 @@ def write_report(rows, avx2_rows, main_res, avx2_res, checks, timings, total, a)
         f"(QAT {a.qat_minutes:g} min, pruning fine-tune {a.prune_minutes:g} min, {a.repeats} interleaved repeats; "
         f"whole run {total / 60:.1f} min). Accuracy on the float model's {main_res['images']} validation images; "
         "latency = median time of one model call on 512x512 tiles; speed-up and deltas vs the float model "
-        "(fp32 eager, channels-last).", "",
+        "(fp32 eager, channels-last).", "", source, "",
         format_table(list(rows.values()), main_res["machine"], markdown=True), "",
         "## CPU limited to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`)", "",
         format_table(list(avx2_rows.values()), avx2_res["machine"], markdown=True), "",

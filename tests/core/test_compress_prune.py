@@ -111,6 +111,16 @@ def test_prune_structured_fine_tunes_and_loads_as_a_float_model(disks, tmp_path)
     texts = [getattr(e, "text", "") for e in events]
     assert any("widths [8, 16, 32] -> [4, 8, 16]" in t for t in texts)
     assert any("head refitted" in t for t in texts) and "head_refit_rms" in mf.meta["compression"]
+    from slimseg.tune import SEED_THRESHOLDS
+
+    tuned = mf.meta["compression"]["thresholds"]
+    assert tuned["tuned_on_images"] == len(images) and tuned["seed_threshold"] in SEED_THRESHOLDS + (0.5,)
+    assert tuned["instance_f1"] >= tuned["inherited"]["instance_f1"]
+    if tuned["changed"]:
+        assert tuned["instance_f1"] > tuned["inherited"]["instance_f1"] + 0.01
+        assert mf.meta["predict"]["seed_threshold"] == tuned["seed_threshold"]
+    else:
+        assert mf.meta.get("predict") is None and tuned["seed_threshold"] == 0.5  # the default kept
     seg = from_model_file(io.load(io.save(mf, tmp_path / "p.slimseg")))
     assert count_parameters(seg.module) == mf.meta["compression"]["parameters"]
     assert seg.predict_labels(images[0]).shape == images[0].shape

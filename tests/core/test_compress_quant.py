@@ -97,7 +97,7 @@ def test_padded_handles_sizes_that_are_not_multiples():
 
 
 def test_ptq_output_is_close_to_float_and_weights_are_int8(source, ptq_file, disks):
-    assert ptq_file.kind == "int8-pt2e"
+    assert ptq_file.kind == "int8-pt2e" and "thresholds" not in ptq_file.meta["compression"]
     layout = ptq_file.meta["int8"]["weight_layout"]
     n_convs = sum(isinstance(m, nn.Conv2d) for m in UNet(ModelConfig(widths=(4, 8))).modules())
     assert len(layout) == n_convs and ptq_file.tensors["weights_int8"].dtype == np.int8

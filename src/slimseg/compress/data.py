@@ -22,6 +22,7 @@ class CompressData:
     images: list[np.ndarray]
     targets: list[np.ndarray] | None
     notes: list[str] = field(default_factory=list)
+    labels: list[np.ndarray] | None = None  # the instance labels (for re-tuning thresholds)
 
     def sampler(self, patch: int, seed: int, augment: bool) -> PatchSampler:
         targets = self.targets or [np.zeros((2, *im.shape[-2:]), np.uint8) for im in self.images]
@@ -60,7 +61,7 @@ def prepare_data(images: Sequence[np.ndarray], labels: Sequence[np.ndarray] | No
     targets = [targets_from_labels(lab) for lab in labels] if labels is not None else None
     if targets is not None and needs_labels and not any(t[0].any() for t in targets):
         raise InputError("the labels hold no objects (all pixels are 0); fine-tuning needs annotated objects")
-    return CompressData(normed, targets, notes)
+    return CompressData(normed, targets, notes, list(labels) if labels is not None else None)
 
 
 def calibration_batches(data: CompressData, n_patches: int, patch: int, batch: int,

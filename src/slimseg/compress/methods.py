@@ -14,7 +14,7 @@ from .. import __version__, io
 from ..config import to_dict
 from ..device import use_bf16
 from ..errors import InputError
-from ..events import Message
+from ..events import Message, Progress
 from ..model import UNet, count_parameters, recalibrate_batchnorm
 from .config import COMPRESS_METHODS, PRUNING, QUANTIZING, CompressConfig
 from .data import CompressData, calibration_batches, prepare_data
@@ -49,6 +49,8 @@ def compress(model: io.ModelFile, images: Sequence[np.ndarray], labels: Sequence
     src = float_module(model)
     record: dict[str, Any] = {}
     out = yield from COMPRESS_METHODS[cfg.method](src, model, data, cfg, record)
+    if cfg.method != "ptq" and data.labels is not None:
+        yield from _retune_thresholds(out, data, cfg, record)
     out.meta["compression"] = {
         "method": cfg.method, "config": to_dict(cfg), "slimseg_version": __version__,
         "source": {"kind": model.kind, "parameters": count_parameters(src),
@@ -57,6 +59,71 @@ def compress(model: io.ModelFile, images: Sequence[np.ndarray], labels: Sequence
         **record,
     }
     return out
+
+
+TUNE_IMAGES = 12
+TUNE_MARGIN = 0.01  # instance F1 the re-tuned thresholds must gain to replace the inherited ones
+
+
+def _retune_thresholds(mf: io.ModelFile, data: CompressData, cfg: CompressConfig, record: dict
+                       ) -> Generator[Any, None, None]:
+    """Re-choose the foreground and seed thresholds for the changed model, on up to ``TUNE_IMAGES``
+    of the fine-tuning images (never the validation split): pruning and QAT change how sharp the
+    centredness map is, and the float model's seed threshold can then merge or miss nuclei. The
+    inherited thresholds stay unless the new ones gain ``TUNE_MARGIN`` instance F1 there (a few
+    images are a noisy judge)."""
+    from ..data.normalize import Normalizer
+    from ..predict import predict_probabilities
+    from ..segmenter import from_model_file, predict_config_of
+    from ..tune import tune_thresholds
+
+    if mf.kind == "int8-pt2e":
+        from . import pt2e
+
+        seg = pt2e.load(mf, engine="lowered")  # numerically the compiled kernels, without compiling per size
+    else:
+        seg = from_model_file(mf)
+    rng = np.random.default_rng(cfg.seed)
+    pick = sorted(rng.choice(len(data.images), size=min(TUNE_IMAGES, len(data.images)), replace=False))
+    base = predict_config_of(mf.meta)
+    probs, labels = [], []
+    for n, i in enumerate(pick):
+        img = data.images[i]
+        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+        p = yield from predict_probabilities(seg.model_fn, img, Normalizer(0.0, 1.0), base,
+                                             mf.model_config.in_channels, mf.model_config.out_channels)
+        probs.append(p.astype(np.float32))
+        labels.append(data.labels[i])
+        yield Progress("tune thresholds", n + 1, len(pick))
+    tuned, f1 = tune_thresholds(probs, labels, base)
+    base_f1 = _pooled_instance_f1(probs, labels, base)
+    changed = f1 > base_f1 + TUNE_MARGIN
+    if changed:
+        mf.meta["predict"] = to_dict(tuned)
+    else:
+        tuned, f1 = base, base_f1
+    record["thresholds"] = {"threshold": tuned.threshold, "seed_threshold": tuned.seed_threshold,
+                            "changed": changed, "tuned_on_images": len(pick), "instance_f1": f1,
+                            "inherited": {"threshold": base.threshold, "seed_threshold": base.seed_threshold,
+                                          "instance_f1": base_f1}}
+    if changed:
+        yield Message(f"thresholds re-tuned on {len(pick)} fine-tuning images: foreground {base.threshold:g} -> "
+                      f"{tuned.threshold:g}, seed {base.seed_threshold:g} -> {tuned.seed_threshold:g} "
+                      f"(instance F1 there {base_f1:.3f} -> {f1:.3f})")
+    else:
+        yield Message(f"thresholds kept (foreground {base.threshold:g}, seed {base.seed_threshold:g}): re-tuning on "
+                      f"{len(pick)} fine-tuning images gained less than {TUNE_MARGIN} instance F1")
+
+
+def _pooled_instance_f1(probs, labels, cfg) -> float:
+    from ..metrics import instance_scores, prf
+    from ..predict import labels_from_probabilities
+
+    tp = fp = fn = 0
+    for p, lab in zip(probs, labels):
+        s = instance_scores(labels_from_probabilities(p, cfg), lab)
+        tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
+    return prf(tp, fp, fn)[2]
 
 
 def check_source(model: io.ModelFile, cfg: CompressConfig) -> None:
