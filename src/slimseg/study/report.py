@@ -124,6 +124,8 @@ def _answer(all_cells, order, details) -> list[str]:
         + ("**significant** at 0.05." if test["p"] < ALPHA else "**not significant** at 0.05 — the two cannot be "
            "told apart on this data."),
     ]
+    if (test["p"] < ALPHA) == (test["ci95"][0] <= 0 <= test["ci95"][1]):
+        out.append("The rank test and the interval of the mean difference disagree, so treat this as borderline.")
     by_f1 = ranked(all_cells, "test_instance_f1")
     pooled = ranked(all_cells, "test_dice")
     if pooled and pooled[0] is not best:
