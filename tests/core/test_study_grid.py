@@ -67,6 +67,12 @@ def test_learning_rates_are_per_optimizer_defaults_unless_overridden():
             _config(lr=bad)
 
 
+def test_scoring_is_fixed_or_tuned():
+    assert _config().scoring == "fixed" and _config(scoring="tuned").scoring == "tuned"
+    with pytest.raises(InputError, match="fixed, tuned"):
+        _config(scoring="best")
+
+
 def test_a_budget_is_required_and_positive():
     with pytest.raises(InputError, match="budget"):
         _config(minutes_per_run=None, epochs=None)

@@ -144,3 +144,17 @@ def test_paired_test_on_known_differences():
     assert same["p"] == 1.0 and same["ties"] == 10
     mixed = {k: v + (0.05 if i % 2 else -0.05) for i, (k, v) in enumerate(base.items())}
     assert paired_test(mixed, base)["p"] > 0.3  # five up, five down: no evidence either way
+
+
+def test_a_folder_from_before_a_new_setting_still_resumes(tmp_path):
+    cfg = _config()
+    with ResultsStore(tmp_path) as store:
+        store.open(cfg)
+        store.record(cfg.runs()[0], _ok(0.8))
+    study = json.loads((tmp_path / "study.json").read_text())
+    del study["config"]["scoring"]  # written by a version without that setting: its default applies
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    with ResultsStore(tmp_path) as store:
+        assert len(store.open(cfg)) == 1
+    with pytest.raises(InputError, match="scoring"), ResultsStore(tmp_path) as store:
+        store.open(_config(scoring="tuned"))

@@ -4,6 +4,7 @@ the same code path as a real study (cluster, dispatch, client-side CSV, report).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ tifffile = pytest.importorskip("tifffile")
 
 from slimseg import io  # noqa: E402
 from slimseg.cli import main  # noqa: E402
+from slimseg.config import PredictConfig  # noqa: E402
 from slimseg.study.results import read_rows  # noqa: E402
 from slimseg.study.task import usable_cores  # noqa: E402
 
@@ -74,6 +76,9 @@ def test_every_run_lands_once_in_the_csv(study):
         mf = io.load(out / "models" / f"{r['run_id']}.slimseg")
         assert mf.meta["metrics"]["test"]["dice"] == pytest.approx(r["test_dice"])
         assert mf.meta["training"]["train_config"]["split_seed"] == 0
+        detail = json.loads((out / "runs" / f"{r['run_id']}.json").read_text())
+        assert detail["scoring"] == dataclasses.asdict(PredictConfig())  # one post-processing for every run
+        assert len(detail["per_image"]) == 3 and len(detail["history"]) == 2
     assert len({r["worker"] for r in ok}) >= 1
 
 
@@ -152,6 +157,17 @@ def test_compression_table_of_the_winner_goes_into_the_report(study):
     assert sum(pruned.model_config.widths) < sum(io.load(out / "models" / f"{best['run_id']}.slimseg").model_config.widths)
     assert main(["study-report", str(out)]) == 0
     assert text in (out / "report.md").read_text()
+
+
+def test_tuned_scoring_uses_each_runs_own_thresholds(tmp_path):
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "out"
+    assert main(["study", str(data), "--out", str(out), "--optimizers", "adam", "--losses", "bce", "--seeds", "1",
+                 "--epochs", "1", "--workers", "1", "--scoring", "tuned", "--no-report", *TINY]) == 0
+    detail = json.loads((out / "runs" / "adam__bce__s0.json").read_text())
+    assert detail["scoring"] == detail["tuned_predict_config"]
+    mf = io.load(out / "models" / "adam__bce__s0.slimseg")
+    assert detail["scoring"] == {**detail["scoring"], **mf.meta["predict"]}  # the thresholds the model carries
 
 
 def test_unreachable_scheduler_fails_fast(tmp_path, capsys):

@@ -31,6 +31,9 @@ def add_commands(sub) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="epoch budget of every run (with --minutes-per-run: whichever ends first)")
     p.add_argument("--lr", default=None, help="override default learning rates, e.g. sgd=0.1,rmsprop=5e-4")
+    p.add_argument("--scoring", default="fixed", choices=["fixed", "tuned"],
+                   help="post-processing of the held-out predictions: fixed thresholds (0.5) for every run "
+                   "(default), or each run's thresholds tuned by its trainer on the validation images")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again when resuming")
     p.add_argument("--no-report", action="store_true", help="skip report.md at the end")
     p.add_argument("--no-compress", action="store_true",
@@ -88,7 +91,8 @@ def cmd_study(a: argparse.Namespace) -> int:
              "val_fraction": a.val_fraction, "schedule": a.schedule, "weight_decay": a.weight_decay,
              "device": a.device, "bf16": a.bf16}
     config = make_config(a.optimizers, a.losses, a.seeds, a.minutes_per_run, a.epochs, a.lr,
-                         ModelConfig.from_depth(a.depth, a.base_width), train, a.test_fraction, a.split_seed)
+                         ModelConfig.from_depth(a.depth, a.base_width), train, a.test_fraction, a.split_seed,
+                         a.scoring)
     data, info = dataset.load(a.data, a.test_fraction, a.split_seed)
     config.data = info
     _exit_on_sigterm()
@@ -139,7 +143,7 @@ def _command_line(a: argparse.Namespace) -> str:
     """The command that resumes this study (every result-deciding option spelled out)."""
     opts = ["optimizers", "losses", "seeds", "minutes_per_run", "epochs", "lr", "test_fraction", "val_fraction",
             "split_seed", "batch_size", "patch_size", "patches_per_epoch", "schedule", "weight_decay", "depth",
-            "base_width", "device", "bf16"]
+            "base_width", "device", "bf16", "scoring"]
     parts = ["slimseg", "study", a.data, "--out", a.out]
     for k in opts:
         v = getattr(a, k)

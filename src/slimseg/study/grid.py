@@ -23,6 +23,7 @@ SHARED_TRAIN_FIELDS = ("batch_size", "patch_size", "patches_per_epoch", "val_fra
 EPOCHS_UNTIL_TIME = 100_000  # the epoch cap of a time-only budget: the minutes end every run first
 DEFAULT_OPTIMIZERS = "adam,adamw,sgd,rmsprop,adagrad"
 DEFAULT_LOSSES = "bce,dice,jaccard,bce+jaccard,bce+dice,focal+dice"
+SCORINGS = ("fixed", "tuned")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class StudyConfig:
     test_fraction: float
     split_seed: int
     data: dict[str, Any] = field(default_factory=dict)  # fingerprint, image counts (set by dataset)
+    # post-processing of the held-out predictions: "fixed" (PredictConfig defaults for every run) or
+    # "tuned" (each run's thresholds, tuned by its trainer on the validation images)
+    scoring: str = "fixed"
 
     def runs(self) -> list[RunSpec]:
         """Seed-major order, so a partial study already covers every cell once."""
@@ -161,7 +165,7 @@ def parse_lr_overrides(text: str | None, optimizers: list[str]) -> dict[str, flo
 def make_config(optimizers: str | list[str], losses: str | list[str], seeds: int,
                 minutes_per_run: float | None, epochs: int | None = None, lr: str | None = None,
                 model: ModelConfig | None = None, train: dict[str, Any] | None = None,
-                test_fraction: float = 0.2, split_seed: int = 0) -> StudyConfig:
+                test_fraction: float = 0.2, split_seed: int = 0, scoring: str = "fixed") -> StudyConfig:
     """Check the user's choices (all names first) and build the study configuration."""
     from ..optim import default_lr
 
@@ -174,6 +178,8 @@ def make_config(optimizers: str | list[str], losses: str | list[str], seeds: int
         raise InputError(f"--minutes-per-run must be > 0, got {minutes_per_run}")
     if epochs is not None and epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {epochs}")
+    if scoring not in SCORINGS:
+        raise InputError(f"unknown scoring {scoring!r}; choose one of: {', '.join(SCORINGS)}")
     if not 0 < test_fraction < 1:
         raise InputError(f"--test-fraction must lie in (0, 1), got {test_fraction}")
     overrides = parse_lr_overrides(lr, opts)
@@ -189,7 +195,7 @@ def make_config(optimizers: str | list[str], losses: str | list[str], seeds: int
     train = {k: getattr(base, k) for k in SHARED_TRAIN_FIELDS}
     model = model or ModelConfig()
     return StudyConfig(tuple(opts), tuple(losses_), tuple(range(seeds)), minutes_per_run, epochs, lrs, policy,
-                       dataclasses.asdict(model), train, test_fraction, split_seed)
+                       dataclasses.asdict(model), train, test_fraction, split_seed, scoring=scoring)
 
 
 def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

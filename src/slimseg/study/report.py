@@ -73,7 +73,12 @@ def _markdown(config, meta, rows, all_cells, order, details, timing, compression
         "- **Scores** on the held-out images: *Dice* is the pixel Dice of each image averaged over the images "
         "(every image weighs the same; ranking, heatmap and paired test use it); *pooled Dice* counts all pixels "
         "of all images together (large images weigh more); *instance F1* matches objects at IoU > 0.5, pooled "
-        "over images. A cell shows mean ± standard deviation over its seeds.",
+        "over images. A cell shows mean ± standard deviation over its seeds. " + (
+            "Every run is post-processed the same way (foreground and seed thresholds 0.5), not with the "
+            "thresholds its trainer tuned on the validation images (`--scoring fixed`)."
+            if config.scoring == "fixed" else
+            "Every run is post-processed with the thresholds its trainer tuned on the validation images, as "
+            "the trained model predicts by default (`--scoring tuned`)."),
         "",
     ]
     if meta.get("command"):
@@ -134,6 +139,16 @@ def _answer(all_cells, order, details) -> list[str]:
     if by_f1 and by_f1[0] is not best:
         out.append(f"By instance F1 the best cell is a different one: {by_f1[0].name} "
                    f"({fmt_pm(by_f1[0].mean('test_instance_f1'), by_f1[0].std('test_instance_f1'))}).")
+    by_opt, by_loss = marginal(all_cells, "optimizer"), marginal(all_cells, "loss")
+    if len(by_opt) > 1 and len(by_loss) > 1:
+        best_o, best_l = max(by_opt, key=by_opt.get), max(by_loss, key=by_loss.get)
+        spread_o = max(by_opt.values()) - min(by_opt.values())
+        spread_l = max(by_loss.values()) - min(by_loss.values())
+        out.append(f"Averaged over losses the best optimizer is {best_o} ({by_opt[best_o]:.3f}); averaged over "
+                   f"optimizers the best loss is {best_l} ({by_loss[best_l]:.3f}). The choice of "
+                   + ("optimizer" if spread_o > spread_l else "loss")
+                   + f" matters more here: optimizer means span {spread_o:.3f} Dice, loss means "
+                   f"{spread_l:.3f}.")
     pick = find_cell(all_cells, *STUDY_PICK)
     name = "RMSprop with BCE+Jaccard (the published study's best)"
     if pick is None or not pick.ok:

@@ -96,7 +96,11 @@ class ResultsStore:
         new = {"config": config.to_dict(), "data_path": str(data_path), "command": command}
         if study.exists():
             old = json.loads(study.read_text())
-            diff = differences(old.get("config", {}), new["config"])
+            try:  # through the dataclass: settings added since the folder was made take their defaults
+                old_config = StudyConfig.from_dict(old["config"]).to_dict()
+            except (KeyError, TypeError):
+                old_config = old.get("config", {})
+            diff = differences(old_config, new["config"])
             if diff and rows:
                 self.close()
                 raise InputError(
@@ -177,6 +181,7 @@ class ResultsStore:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=1, default=_json_default)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary result files
         os.replace(tmp, path)
 
     def __enter__(self) -> ResultsStore:

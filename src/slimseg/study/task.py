@@ -17,10 +17,13 @@ import time
 import traceback
 from typing import Any
 
+from ..config import PredictConfig
 from .dataset import StudyData
 from .grid import RunSpec, StudyConfig
 
 PROBE_STEPS = 4
+# The post-processing every run is scored with: PredictConfig defaults (thresholds 0.5), the same for all.
+SCORING = PredictConfig()
 # Pooled metrics of the held-out images kept in results.csv (keys of evaluate()'s summary).
 METRICS = ("dice", "jaccard", "precision", "recall", "dice_mean", "jaccard_mean", "precision_mean",
            "recall_mean", "instance_precision", "instance_recall", "instance_f1", "dsb_score", "n_images")
@@ -82,8 +85,9 @@ def _train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData) -> d
     trainer = Trainer(data.train_images, data.train_labels, tc, config.model_config(), names=data.train_names)
     result = drain(trainer.fit())
     t1 = time.perf_counter()
-    seg = fast_segmenter(result, tc)
-    metrics = drain(evaluate(seg, data.test_images, data.test_labels, names=data.test_names))
+    scoring = result.predict_config if config.scoring == "tuned" else SCORING
+    seg = fast_segmenter(result, tc, scoring)
+    metrics = drain(evaluate(seg, data.test_images, data.test_labels, scoring, names=data.test_names))
     per_image = metrics.pop("per_image")
     model = to_model_file(result, {"test": metrics})
     t2 = time.perf_counter()
@@ -101,14 +105,16 @@ def _train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData) -> d
         **{k: metrics[k] for k in METRICS},
     }
     detail = {"history": hist, "per_image": per_image, "split": result.split,
-              "train_config": dataclasses.asdict(tc)}
+              "train_config": dataclasses.asdict(tc), "scoring": dataclasses.asdict(scoring),
+              "tuned_predict_config": dataclasses.asdict(result.predict_config)}
     return {"status": "ok", "row": row, "detail": detail, "model": model}
 
 
-def fast_segmenter(result, tc):
+def fast_segmenter(result, tc, scoring: PredictConfig = SCORING):
     """The trained model for scoring, run the way the trainer validates it: channels-last, and bf16
     autocast where the trainer uses it (on this CPU 4-5x faster than float32; every run is scored
-    the same way, so the comparison stays fair), BatchNorm folded into the convs."""
+    the same way, so the comparison stays fair), BatchNorm folded into the convs, post-processed with
+    ``scoring`` (the study's fixed :data:`SCORING`, or the run's own tuned thresholds)."""
     import torch
 
     from ..device import resolve_device, use_bf16
@@ -125,7 +131,7 @@ def fast_segmenter(result, tc):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return model(x).float().cpu()
 
-    return Segmenter(model_fn, result.model_config, result.norm, "float", {}, model)
+    return Segmenter(model_fn, result.model_config, result.norm, "float", {}, model, scoring)
 
 
 def fuse_batchnorm(model):
