@@ -3,6 +3,7 @@
     python benchmarks/core.py accuracy /path/to/dsb2018_fluo [--minutes 10]
     python benchmarks/core.py speed
     python benchmarks/core.py memory [--size 8192]
+    python benchmarks/core.py malloc [--steps 24 --repeats 3]
 
 Each part prints its numbers and appends them as JSON to benchmarks/results/core.json.
 Ratios are measured in one run, medians of several repeats.
@@ -174,6 +175,56 @@ def memory(size: int, model_path: str | None) -> None:
     _save("memory", {"size": size, "peak_rise_gib": rise, "labels_gib": out_gb, "wall_s": wall})
 
 
+_MALLOC_CHILD = """
+import os, sys, time, torch
+torch.set_num_threads(1)
+import slimseg.train
+if sys.argv[1] == "0":
+    slimseg.train.tune_malloc = lambda: False
+from slimseg.config import TrainConfig
+from slimseg.events import StepEnd
+from slimseg.sample import load_sample
+_, imgs, labs = load_sample("train")
+steps = int(sys.argv[2])
+tc = TrainConfig(epochs=1, patches_per_epoch=8 * steps, batch_size=8, patch_size=128, optimizer="sgd")
+n, t0, r0 = 0, 0.0, None
+for ev in slimseg.train.Trainer(imgs, labs, tc).fit():
+    if isinstance(ev, StepEnd):
+        n += 1
+        if n == 4:
+            t0, r0 = time.perf_counter(), os.times()
+        elif n == steps:
+            t, r = time.perf_counter() - t0, os.times()
+            print((n - 4) * 8 / t, r.system - r0.system)
+            break
+"""
+
+
+def malloc(steps: int, repeats: int) -> None:
+    """Training speed (1 thread, 8x128² patches) with and without ``slimseg.device.tune_malloc``, in a
+    plain process and with the environment Dask gives its workers (MALLOC_TRIM_THRESHOLD_=65536)."""
+    import os
+    import subprocess
+
+    variants = {(env, tune): [] for env in ("plain", "dask worker") for tune in (False, True)}
+    for _ in range(repeats):
+        for (env, tune), out in variants.items():
+            e = {**os.environ, **({"MALLOC_TRIM_THRESHOLD_": "65536"} if env == "dask worker" else {})}
+            res = subprocess.run([sys.executable, "-c", _MALLOC_CHILD, str(int(tune)), str(steps)], env=e,
+                                 capture_output=True, text=True, check=True)
+            out.append([float(v) for v in res.stdout.split()])
+    result = {}
+    for (env, tune), out in variants.items():
+        speed_, sys_s = statistics.median(o[0] for o in out), statistics.median(o[1] for o in out)
+        result[f"{env}, tune_malloc {'on' if tune else 'off'}"] = {"patches_per_s": speed_, "system_s": sys_s}
+        print(f"{env:12s} tune_malloc {'on ' if tune else 'off'}: {speed_:5.2f} patches/s, "
+              f"{sys_s:5.2f} s in the kernel ({steps - 4} steps)")
+    for env in ("plain", "dask worker"):
+        on, off = result[f"{env}, tune_malloc on"], result[f"{env}, tune_malloc off"]
+        print(f"{env}: tune_malloc speed-up {on['patches_per_s'] / off['patches_per_s']:.2f}x")
+    _save("malloc", {"variants": result, "steps": steps, "repeats": repeats})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="part", required=True)
@@ -189,13 +240,18 @@ def main() -> None:
     m = sub.add_parser("memory")
     m.add_argument("--size", type=int, default=8192)
     m.add_argument("--model", help="a trained model file (default: train one for a minute on the sample)")
+    ml = sub.add_parser("malloc")
+    ml.add_argument("--steps", type=int, default=24)
+    ml.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     if args.part == "accuracy":
         accuracy(args.data, args.minutes, args.seed, args.base_width)
     elif args.part == "speed":
         speed(args.repeats, args.base_width, args.compile)
-    else:
+    elif args.part == "memory":
         memory(args.size, args.model)
+    else:
+        malloc(args.steps, args.repeats)
 
 
 if __name__ == "__main__":

@@ -67,15 +67,26 @@ def pixel_scores(c: Counts) -> dict[str, float]:
     }
 
 
+def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, each pixel's index into them): ``np.unique(return_inverse=True)``
+    without its full sort where the labels are small non-negative integers (the usual case)."""
+    a = labels.ravel()
+    if a.dtype.kind in "iub" and a.dtype != np.uint64 and a.size and a.min() >= 0 and a.max() < 4 * a.size + 65536:
+        ids = np.flatnonzero(np.bincount(a))
+        lut = np.zeros(int(ids[-1]) + 1, np.int64)
+        lut[ids] = np.arange(len(ids))
+        return ids, lut[a]
+    ids, inv = np.unique(a, return_inverse=True)
+    return ids, inv.ravel()
+
+
 def iou_matrix(pred_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
     """IoU between every true object (rows) and every predicted object (columns); 0 is background."""
     _check_pair(pred_labels, true_labels)
-    t = np.asarray(true_labels).ravel()
-    p = np.asarray(pred_labels).ravel()
-    t_ids, t_inv = np.unique(t, return_inverse=True)
-    p_ids, p_inv = np.unique(p, return_inverse=True)
-    inter = np.zeros((len(t_ids), len(p_ids)), dtype=np.int64)
-    np.add.at(inter, (t_inv, p_inv), 1)
+    t_ids, t_inv = _dense_ids(np.asarray(true_labels))
+    p_ids, p_inv = _dense_ids(np.asarray(pred_labels))
+    inter = np.bincount(t_inv * len(p_ids) + p_inv, minlength=len(t_ids) * len(p_ids))
+    inter = inter.reshape(len(t_ids), len(p_ids))
     t_area, p_area = inter.sum(1, keepdims=True), inter.sum(0, keepdims=True)
     # drop background rows/columns
     t_keep, p_keep = t_ids != 0, p_ids != 0

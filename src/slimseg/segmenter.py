@@ -19,7 +19,7 @@ from . import io
 from .config import ModelConfig, NormConfig, PredictConfig, from_dict
 from .errors import ModelFileError
 from .events import Progress, run
-from .model import UNet
+from .model import UNet, can_fold, fold_batchnorm
 from .predict import Prediction, predict
 from .registry import Registry
 
@@ -50,11 +50,14 @@ class Segmenter:
 
     @classmethod
     def from_module(cls, model: UNet, norm: NormConfig, meta: dict[str, Any] | None = None) -> Segmenter:
-        """A float U-Net, run in eval mode in channels-last layout (1.3-1.9x faster on CPUs here)."""
-        model = model.eval().to(memory_format=torch.channels_last)
+        """A float U-Net, run in eval mode with BatchNorm folded into the convs (the same function,
+        two memory passes less per block) in channels-last layout (1.3-1.9x faster on CPUs here).
+        ``module`` stays the model as given."""
+        model = model.eval()
+        runnable = (fold_batchnorm(model) if can_fold(model) else model).to(memory_format=torch.channels_last)
 
         def model_fn(x: torch.Tensor) -> torch.Tensor:
-            return model(x.contiguous(memory_format=torch.channels_last))
+            return runnable(x.contiguous(memory_format=torch.channels_last))
 
         meta = meta or {}
         return cls(model_fn, model.config, norm, "float", meta, model, predict_config_of(meta))

@@ -12,12 +12,12 @@ from torch import nn
 
 from slimseg import io
 from slimseg.compress import CompressConfig, compress, pt2e
-from slimseg.compress.fold import Core, fold_batchnorm, padded
+from slimseg.compress.fold import Core, padded
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.data.normalize import Normalizer
 from slimseg.errors import InputError, ModelFileError
 from slimseg.events import run
-from slimseg.model import UNet
+from slimseg.model import UNet, fold_batchnorm
 from slimseg.segmenter import from_model_file
 
 FAST = {"calibration_patches": 16, "patch_size": 32, "batch_size": 4}

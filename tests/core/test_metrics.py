@@ -43,6 +43,17 @@ def test_iou_matrix_and_matching():
         match_counts(iou, 0.3)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.uint64, np.float32])
+def test_iou_matrix_matches_a_direct_count_for_any_label_values(dtype):
+    rng = np.random.default_rng(0)
+    big = 60_000 if dtype == np.uint16 else 10**9  # sparse ids, beyond a dense lookup table for 10**9
+    truth = rng.choice([0, 3, 9, big], size=(20, 30)).astype(dtype)
+    pred = rng.choice([0, 1, 2], size=(20, 30)).astype(dtype)
+    expect = np.array([[((truth == t) & (pred == p)).sum() / ((truth == t) | (pred == p)).sum()
+                        for p in (1, 2)] for t in (3, 9, big)])
+    np.testing.assert_allclose(iou_matrix(pred, truth), expect)
+
+
 def test_dsb_score_hand_computed():
     truth = np.array([[1, 1, 0, 2],
                       [1, 1, 0, 2]])

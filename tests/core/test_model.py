@@ -3,7 +3,8 @@ import torch
 
 from slimseg.config import ModelConfig
 from slimseg.errors import InputError
-from slimseg.model import UNet, count_parameters, recalibrate_batchnorm
+from slimseg.model import UNet, count_parameters, fold_batchnorm, recalibrate_batchnorm
+from slimseg.segmenter import Segmenter
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 32, 32), (2, 1, 37, 50), (1, 1, 9, 13)])
@@ -50,3 +51,36 @@ def test_recalibrate_batchnorm_matches_data_statistics():
         conv_out = model.encoders[0][0](x)
     torch.testing.assert_close(bn.running_mean, conv_out.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
     assert bn.momentum == 0.1 and not model.training
+
+
+def _trained_looking(net: UNet) -> UNet:
+    for m in net.modules():  # non-trivial statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_folding_batchnorm_keeps_the_function_and_the_original():
+    torch.manual_seed(0)
+    net = _trained_looking(UNet(ModelConfig(widths=(4, 8))))
+    folded = fold_batchnorm(net)
+    assert folded.config.norm == "none" and net.config.norm == "batch"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(InputError, match="group"):
+        fold_batchnorm(UNet(ModelConfig(widths=(8, 8), norm="group")))
+
+
+def test_float_segmenter_runs_the_folded_model():
+    torch.manual_seed(0)
+    net = _trained_looking(UNet(ModelConfig(widths=(4, 8))))
+    seg = Segmenter.from_module(net, None)
+    assert seg.module is net
+    x = torch.randn(1, 1, 24, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(seg.model_fn(x), net(x), atol=1e-4, rtol=1e-4)

@@ -141,26 +141,3 @@ def test_differences_name_the_changed_settings():
 def test_runspec_key():
     r = RunSpec("adam", "bce", 3, 1e-3)
     assert r.key == ("adam", "bce", 3)
-
-
-def test_scoring_model_folds_batchnorm_without_changing_the_output():
-    import copy
-
-    import torch
-
-    from slimseg.model import UNet
-    from slimseg.study.task import fuse_batchnorm
-
-    torch.manual_seed(0)
-    net = UNet(ModelConfig(widths=(4, 8)))
-    for m in net.modules():  # non-trivial statistics, as after training
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-    net.eval()
-    fused = fuse_batchnorm(copy.deepcopy(net))
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
-    x = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(net(x), fused(x), atol=1e-4)

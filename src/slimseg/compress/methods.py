@@ -15,11 +15,10 @@ from ..config import to_dict
 from ..device import use_bf16
 from ..errors import InputError
 from ..events import Message, Progress
-from ..model import UNet, count_parameters, recalibrate_batchnorm
+from ..model import UNet, count_parameters, fold_batchnorm, recalibrate_batchnorm
 from .config import COMPRESS_METHODS, PRUNING, QUANTIZING, CompressConfig
 from .data import CompressData, calibration_batches, prepare_data
 from .finetune import FinetuneSettings, finetune
-from .fold import fold_batchnorm
 
 BN_BATCHES = 16
 

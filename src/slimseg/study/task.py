@@ -7,7 +7,6 @@ crashed run does not stop the study.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -118,11 +117,12 @@ def fast_segmenter(result, tc, scoring: PredictConfig = SCORING):
     import torch
 
     from ..device import resolve_device, use_bf16
+    from ..model import fold_batchnorm
     from ..segmenter import Segmenter
 
     device = resolve_device(tc.device)
     bf16 = use_bf16(tc.bf16, device)
-    model = fuse_batchnorm(copy.deepcopy(result.model).eval()).to(device)
+    model = fold_batchnorm(result.model.eval()).to(device)
     fmt = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
 
@@ -132,19 +132,6 @@ def fast_segmenter(result, tc, scoring: PredictConfig = SCORING):
             return model(x).float().cpu()
 
     return Segmenter(model_fn, result.model_config, result.norm, "float", {}, model, scoring)
-
-
-def fuse_batchnorm(model):
-    """Fold each eval-mode BatchNorm into the conv before it (the same function, ~10% less scoring time)."""
-    import torch
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
-                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), torch.nn.Identity()
-    return model
 
 
 def probe_epoch(config: StudyConfig, data: StudyData, threads: int | None = None) -> dict[str, float]:
