@@ -214,6 +214,22 @@ def test_qat_fine_tunes_and_keeps_close_to_float(source, disks, monkeypatch):
         mean, _ = relative_error(from_model_file(mf).model_fn(x), float_logits(source, x))
     assert mean < 0.1  # two small steps move the weights a little, not the function
 
+@pytest.mark.parametrize("start_dice, qat_dice, kept", [(0.9, 0.5, "calibrated start"), (0.5, 0.9, "after QAT")])
+def test_qat_keeps_whichever_int8_model_scores_better_on_held_out_images(source, disks, monkeypatch,
+                                                                          start_dice, qat_dice, kept):
+    from slimseg.compress import methods
+
+    images, labels = disks
+    scores = iter([start_dice, qat_dice])
+    monkeypatch.setattr(methods, "_pooled_dice", lambda *args: next(scores))
+    mf = run(compress(source, images, labels, CompressConfig(method="qat", max_steps=2, recalibrate_bn=False, **FAST)))
+    check = mf.meta["compression"]["check"]
+    assert check == {"images": 1, "dice_calibrated_start": start_dice, "dice_after_qat": qat_dice, "kept": kept}
+    ptq = run(compress(source, images, labels, CompressConfig(method="ptq", recalibrate_bn=False, **FAST)))
+    same = np.array_equal(mf.tensors["weights_int8"], ptq.tensors["weights_int8"])
+    assert same == (kept == "calibrated start")  # the start is exactly the PTQ model
+
+
 def test_quantising_a_quantised_model_is_refused(ptq_file, disks):
     with pytest.raises(InputError, match="already compressed"):
         run(compress(ptq_file, disks[0], None, CompressConfig(method="ptq", **FAST)))
@@ -290,12 +306,12 @@ def test_qat_recalibrates_when_its_observers_do_not_line_up(source, disks, monke
 
     monkeypatch.setattr(qat, "MIN_STEPS_FOR_LEARNED_RANGES", 1)
     images, labels = disks
-    real = pt2e.observer_roles
-    calls = []
+    from torchao.quantization.pt2e import FakeQuantizeBase
 
-    def roles(prepared):
-        calls.append(1)
-        return {} if len(calls) == 1 else real(prepared)  # the QAT graph's roles first
+    real = pt2e.observer_roles
+
+    def roles(prepared):  # the fake-quantised QAT graph's observers differ from the int8 graph's
+        return {} if any(isinstance(m, FakeQuantizeBase) for m in prepared.modules()) else real(prepared)
 
     monkeypatch.setattr(pt2e, "observer_roles", roles)
     events = []

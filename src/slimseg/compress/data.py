@@ -24,6 +24,12 @@ class CompressData:
     notes: list[str] = field(default_factory=list)
     labels: list[np.ndarray] | None = None  # the instance labels (for re-tuning thresholds)
 
+    def subset(self, indices: Sequence[int]) -> CompressData:
+        pick = [int(i) for i in indices]
+        return CompressData([self.images[i] for i in pick],
+                            [self.targets[i] for i in pick] if self.targets is not None else None, [],
+                            [self.labels[i] for i in pick] if self.labels is not None else None)
+
     def sampler(self, patch: int, seed: int, augment: bool) -> PatchSampler:
         targets = self.targets or [np.zeros((2, *im.shape[-2:]), np.uint8) for im in self.images]
         return PatchSampler(self.images, targets, patch, seed, augment)

@@ -16,6 +16,7 @@ from ..device import use_bf16
 from ..errors import InputError
 from ..events import Message, Progress
 from ..model import UNet, count_parameters, fold_batchnorm, recalibrate_batchnorm
+from ..segmenter import predict_config_of
 from .config import COMPRESS_METHODS, PRUNING, QUANTIZING, CompressConfig
 from .data import CompressData, calibration_batches, prepare_data
 from .finetune import FinetuneSettings, finetune
@@ -71,29 +72,13 @@ def _retune_thresholds(mf: io.ModelFile, data: CompressData, cfg: CompressConfig
     centredness map is, and the float model's seed threshold can then merge or miss nuclei. The
     inherited thresholds stay unless the new ones gain ``TUNE_MARGIN`` instance F1 there (a few
     images are a noisy judge)."""
-    from ..data.normalize import Normalizer
-    from ..predict import predict_probabilities
-    from ..segmenter import from_model_file, predict_config_of
     from ..tune import tune_thresholds
 
-    if mf.kind == "int8-pt2e":
-        from . import pt2e
-
-        seg = pt2e.load(mf, engine="lowered")  # numerically the compiled kernels, without compiling per size
-    else:
-        seg = from_model_file(mf)
     rng = np.random.default_rng(cfg.seed)
     pick = sorted(rng.choice(len(data.images), size=min(TUNE_IMAGES, len(data.images)), replace=False))
     base = predict_config_of(mf.meta)
-    probs, labels = [], []
-    for n, i in enumerate(pick):
-        img = data.images[i]
-        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-        p = yield from predict_probabilities(seg.model_fn, img, Normalizer(0.0, 1.0), base,
-                                             mf.model_config.in_channels, mf.model_config.out_channels)
-        probs.append(p.astype(np.float32))
-        labels.append(data.labels[i])
-        yield Progress("tune thresholds", n + 1, len(pick))
+    probs = yield from _probabilities(mf, data, pick, "tune thresholds")
+    labels = [data.labels[i] for i in pick]
     tuned, f1 = tune_thresholds(probs, labels, base)
     base_f1 = _pooled_instance_f1(probs, labels, base)
     changed = f1 > base_f1 + TUNE_MARGIN
@@ -112,6 +97,40 @@ def _retune_thresholds(mf: io.ModelFile, data: CompressData, cfg: CompressConfig
     else:
         yield Message(f"thresholds kept (foreground {base.threshold:g}, seed {base.seed_threshold:g}): re-tuning on "
                       f"{len(pick)} fine-tuning images gained less than {TUNE_MARGIN} instance F1")
+
+
+def _probabilities(mf: io.ModelFile, data: CompressData, pick: Sequence[int], stage: str
+                   ) -> Generator[Any, None, list[np.ndarray]]:
+    """The model's probabilities on the (normalised) images ``pick`` of ``data``."""
+    from ..data.normalize import Normalizer
+    from ..predict import predict_probabilities
+    from ..segmenter import from_model_file, predict_config_of
+
+    if mf.kind == "int8-pt2e":
+        from . import pt2e
+
+        seg = pt2e.load(mf, engine="lowered")  # numerically the compiled kernels, without compiling per size
+    else:
+        seg = from_model_file(mf)
+    base = predict_config_of(mf.meta)
+    probs = []
+    for n, i in enumerate(pick):
+        img = data.images[i]
+        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+        p = yield from predict_probabilities(seg.model_fn, img, Normalizer(0.0, 1.0), base,
+                                             mf.model_config.in_channels, mf.model_config.out_channels)
+        probs.append(p.astype(np.float32))
+        yield Progress(stage, n + 1, len(pick))
+    return probs
+
+
+def _pooled_dice(probs, labels, threshold: float) -> float:
+    from functools import reduce
+    from operator import add
+
+    from ..metrics import confusion, pixel_scores
+
+    return pixel_scores(reduce(add, (confusion(p[0] > threshold, lab) for p, lab in zip(probs, labels))))["dice"]
 
 
 def _pooled_instance_f1(probs, labels, cfg) -> float:
@@ -204,20 +223,48 @@ def ptq(net: UNet, mf: io.ModelFile, data: CompressData, cfg: CompressConfig, re
     return (yield from _quantize(net, mf, data, cfg, record))
 
 
+QAT_CHECK_IMAGES = 16  # fine-tuning images held out to check QAT against its calibrated start
+
+
 @COMPRESS_METHODS.register("qat")
 def qat(net: UNet, mf: io.ModelFile, data: CompressData, cfg: CompressConfig, record: dict):
-    """Fine-tune under int8 fake quantisation (BatchNorm folded first), then convert like PTQ."""
+    """Fine-tune under int8 fake quantisation (BatchNorm folded first), then convert like PTQ.
+
+    A few of the fine-tuning images (up to ``QAT_CHECK_IMAGES``, a quarter at most) are held out of
+    the fine-tuning; on them the QAT result is compared with its starting point, the calibrated
+    int8 model, and the better one (pixel Dice) is kept: a short fine-tune can add noise instead of
+    accuracy, and then the user gets the start back, with a message saying so."""
     from .qat import qat_finetune
 
     if net.config.norm == "batch" and cfg.recalibrate_bn:
         _recalibrate_bn(net, data, cfg)
     folded = fold_batchnorm(net)
-    sampler = data.sampler(cfg.patch_size, cfg.seed, augment=True)
+    order = np.random.default_rng(cfg.seed).permutation(len(data.images))
+    n_check = min(QAT_CHECK_IMAGES, len(data.images) // 4)
+    check, train = sorted(order[:n_check]), order[n_check:]
+    start = (yield from _quantize(folded, mf, data, cfg, record)) if n_check else None
+    sampler = data.subset(train).sampler(cfg.patch_size, cfg.seed, augment=True)
     trained, qparams, record["fine_tune"] = yield from qat_finetune(folded, sampler, _settings(mf, cfg, 0.1, False),
                                                                     teacher=net.eval())
     if cfg.backend == "onnx":
         qparams = None
-    return (yield from _quantize(trained, mf, data, cfg, record, qparams))
+    end = yield from _quantize(trained, mf, data, cfg, record, qparams)
+    if start is None:
+        yield Message("QAT: fewer than 4 fine-tuning images, so none is held out to check the result")
+        return end
+    labels = [data.labels[i] for i in check]
+    threshold = predict_config_of(mf.meta).threshold
+    dice = {}
+    for name, candidate in (("calibrated start", start), ("after QAT", end)):
+        probs = yield from _probabilities(candidate, data, check, f"check {name}")
+        dice[name] = _pooled_dice(probs, labels, threshold)
+    keep_start = dice["calibrated start"] > dice["after QAT"]
+    record["check"] = {"images": n_check, "dice_calibrated_start": dice["calibrated start"],
+                       "dice_after_qat": dice["after QAT"], "kept": "calibrated start" if keep_start else "after QAT"}
+    yield Message(f"QAT check on {n_check} held-out fine-tuning images: Dice {dice['after QAT']:.4f} after QAT, "
+                  f"{dice['calibrated start']:.4f} at the calibrated start: "
+                  + ("keeping the start (the fine-tune did not help)" if keep_start else "keeping the QAT result"))
+    return start if keep_start else end
 
 
 @COMPRESS_METHODS.register("prune-unstructured")
