@@ -117,25 +117,24 @@ def main() -> int:
 
 
 NOTES = """
-## Reading the results (2-vCPU AMD EPYC, shared with other jobs while measured)
+## Reading the results (2-vCPU AMD EPYC with AVX512-VNNI, no AMX)
 
-- **PT2E vs ONNX Runtime.** Profiled at batch 8: oneDNN's int8 convolutions under PT2E take less time
-  than ONNX Runtime's QLinearConv (about 440-650 ms vs 550 ms), but Inductor's glue around them costs
-  300-350 ms: the encoder outputs that feed both the max-pool and the skip concatenation come out of
-  their convolution in float32 and are quantised twice, and upsampling/concatenation are separate
-  memory passes; on this memory-bandwidth-starved VM those passes decide. ONNX Runtime keeps the graph
-  in uint8 end to end (Resize + QLinearConcat: about 180 ms). slimseg already runs each decoder's 1x1
-  conv before the nearest upsampling (exact) and teaches the quantizer that upsampling is int8-in /
-  int8-out (about 10% faster); beating ONNX Runtime by 1.2x here would need a fused quantised
-  concat in Inductor. At batch 1 the ordering varies from run to run (noisy). Both backends are in
-  the table; `--backend onnx` is the faster choice on this CPU.
-- **QAT** gets about 20 fake-quantised steps in 2 minutes on 2 cores (the QAT graph is not compiled):
-  too few to beat calibrated PTQ, so its activation ranges are calibrated like PTQ's (its moving-average
-  ranges have not settled) and it ends within a few tenths of a point of PTQ, below it here.
+- **The float baseline** runs eagerly in channels-last layout with BatchNorm folded into the
+  convolutions (what `slimseg predict` does): 1.3x faster (batch 1 and 8) than the unfolded model
+  that earlier versions of this table used, so every speed-up here is against a faster baseline.
+- **PT2E vs ONNX Runtime.** The compiled PT2E graph is uint8 end to end: oneDNN int8 convolutions
+  with ReLU and requantisation fused, uint8 upsampling, concatenation and max-pooling (profiled at
+  batch 8: convolutions about 63% of the time, concatenation 16%, Inductor's fused kernels 13%,
+  max-pooling 8%). PT2E is about 2x faster than ONNX Runtime at batch 1 and on par at batch 8: on
+  this CPU oneDNN's int8 convolutions are no faster than ONNX Runtime's VNNI kernels. oneDNN's edge
+  comes with AMX (Xeon Sapphire Rapids and later), which this CPU lacks.
+- **QAT** gets a few dozen fake-quantised steps in 2 minutes on 2 cores (the QAT graph is not
+  compiled). Up to 16 fine-tuning images are held out of it to check the result against its
+  calibrated start (the better one is kept; `compression.check` in the file says which).
 - **Structured pruning at 50%** removes 75% of the parameters and multiply-adds, but the eager float
-  run time only halves: at 8-16 channels at full resolution the convolutions are memory-bound, and the
-  BatchNorm/ReLU/pool/upsample passes shrink only with the channel count (2x), not 4x. Pruned and
-  quantised (`prune-50-int8`) it runs 7x faster than the float model.
+  run time falls only 2.3-2.4x: at 8-16 channels at full resolution the convolutions are
+  memory-bound, and the concatenation, ReLU, pool and upsample passes shrink only with the channel
+  count (2x), not 4x. Pruned and quantised (`prune-50-int8`) it runs about 8x faster than the float model.
 - **Instance F1** suffers more than Dice from pruning (the centredness map that splits touching nuclei
   is the finer output); QAT and pruning re-check the prediction thresholds on fine-tuning images.
 """

@@ -125,12 +125,10 @@ def _probabilities(mf: io.ModelFile, data: CompressData, pick: Sequence[int], st
 
 
 def _pooled_dice(probs, labels, threshold: float) -> float:
-    from functools import reduce
-    from operator import add
+    from ..metrics import Counts, confusion, pixel_scores
 
-    from ..metrics import confusion, pixel_scores
-
-    return pixel_scores(reduce(add, (confusion(p[0] > threshold, lab) for p, lab in zip(probs, labels))))["dice"]
+    total = sum((confusion(p[0] > threshold, lab) for p, lab in zip(probs, labels)), Counts(0, 0, 0, 0))
+    return pixel_scores(total)["dice"]
 
 
 def _pooled_instance_f1(probs, labels, cfg) -> float:
