@@ -75,7 +75,7 @@ def tune_malloc() -> bool:
     Every training step frees and reallocates the same activations. With glibc's default thresholds
     (or Dask workers' ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes the mmap threshold at
     128 KiB) each of them is a fresh ``mmap`` whose pages the kernel zeroes again: measured here,
-    training ran 8-10% faster in a plain process and 2.1x faster in a Dask worker with these settings
+    training ran 1.07x faster in a plain process and 2.15x faster in a Dask worker with these settings
     (``benchmarks/core.py malloc``). Returns False where the C library is not glibc (nothing changes).
     """
     if not sys.platform.startswith("linux"):

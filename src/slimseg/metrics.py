@@ -71,7 +71,9 @@ def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted distinct values, each pixel's index into them): ``np.unique(return_inverse=True)``
     without its full sort where the labels are small non-negative integers (the usual case)."""
     a = labels.ravel()
-    if a.dtype.kind in "iub" and a.dtype != np.uint64 and a.size and a.min() >= 0 and a.max() < 4 * a.size + 65536:
+    if a.dtype == bool:
+        a = a.view(np.uint8)  # an index, not a mask, below
+    if a.dtype.kind in "iu" and a.dtype != np.uint64 and a.size and a.min() >= 0 and a.max() < 4 * a.size + 65536:
         ids = np.flatnonzero(np.bincount(a))
         lut = np.zeros(int(ids[-1]) + 1, np.int64)
         lut[ids] = np.arange(len(ids))

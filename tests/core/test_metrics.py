@@ -54,6 +54,12 @@ def test_iou_matrix_matches_a_direct_count_for_any_label_values(dtype):
     np.testing.assert_allclose(iou_matrix(pred, truth), expect)
 
 
+def test_iou_matrix_of_boolean_masks():
+    truth = np.array([[True, True, False]])
+    pred = np.array([[True, False, False]])
+    np.testing.assert_allclose(iou_matrix(pred, truth), [[0.5]])
+
+
 def test_dsb_score_hand_computed():
     truth = np.array([[1, 1, 0, 2],
                       [1, 1, 0, 2]])

@@ -104,7 +104,7 @@ def _probabilities(mf: io.ModelFile, data: CompressData, pick: Sequence[int], st
     """The model's probabilities on the (normalised) images ``pick`` of ``data``."""
     from ..data.normalize import Normalizer
     from ..predict import predict_probabilities
-    from ..segmenter import from_model_file, predict_config_of
+    from ..segmenter import from_model_file
 
     if mf.kind == "int8-pt2e":
         from . import pt2e
