@@ -125,16 +125,16 @@ NOTES = """
 - **PT2E vs ONNX Runtime.** The compiled PT2E graph is uint8 end to end: oneDNN int8 convolutions
   with ReLU and requantisation fused, uint8 upsampling, concatenation and max-pooling (profiled at
   batch 8: convolutions about 63% of the time, concatenation 16%, Inductor's fused kernels 13%,
-  max-pooling 8%). PT2E is about 2x faster than ONNX Runtime at batch 1 and on par at batch 8: on
-  this CPU oneDNN's int8 convolutions are no faster than ONNX Runtime's VNNI kernels. oneDNN's edge
-  comes with AMX (Xeon Sapphire Rapids and later), which this CPU lacks.
+  max-pooling 8%). PT2E is about 2x faster than ONNX Runtime at batch 1 and 1.0-1.15x at batch 8
+  (two runs): on this CPU oneDNN's int8 convolutions are hardly faster than ONNX Runtime's VNNI
+  kernels. oneDNN's edge comes with AMX (Xeon Sapphire Rapids and later), which this CPU lacks.
 - **QAT** gets a few dozen fake-quantised steps in 2 minutes on 2 cores (the QAT graph is not
   compiled). Up to 16 fine-tuning images are held out of it to check the result against its
   calibrated start (the better one is kept; `compression.check` in the file says which).
 - **Structured pruning at 50%** removes 75% of the parameters and multiply-adds, but the eager float
   run time falls only 2.3-2.4x: at 8-16 channels at full resolution the convolutions are
   memory-bound, and the concatenation, ReLU, pool and upsample passes shrink only with the channel
-  count (2x), not 4x. Pruned and quantised (`prune-50-int8`) it runs about 8x faster than the float model.
+  count (2x), not 4x. Pruned and quantised (`prune-50-int8`) it runs 8-11x faster than the float model.
 - **Instance F1** suffers more than Dice from pruning (the centredness map that splits touching nuclei
   is the finer output); QAT and pruning re-check the prediction thresholds on fine-tuning images.
 """
