@@ -158,3 +158,22 @@ def test_a_folder_from_before_a_new_setting_still_resumes(tmp_path):
         assert len(store.open(cfg)) == 1
     with pytest.raises(InputError, match="scoring"), ResultsStore(tmp_path) as store:
         store.open(_config(scoring="tuned"))
+
+
+def test_a_stop_while_a_run_is_written_comes_after_its_row(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    cfg = _config()
+    with ResultsStore(tmp_path) as store:
+        store.open(cfg)
+        write_json = store._write_json
+
+        def interrupted(path, obj):  # Ctrl-C in the middle of writing the run's files
+            os.kill(os.getpid(), signal.SIGINT)
+            write_json(path, obj)
+
+        monkeypatch.setattr(store, "_write_json", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.record(cfg.runs()[0], _ok(0.8))
+    assert len(read_rows(tmp_path / "results.csv")) == 1  # the run was recorded in full, then the stop came

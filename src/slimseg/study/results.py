@@ -9,11 +9,14 @@ studies from writing to one folder at once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -142,6 +145,10 @@ class ResultsStore:
     # -- writing --------------------------------------------------------------------------------------
     def record(self, run: RunSpec, out: dict[str, Any]) -> dict[str, Any]:
         """Store one finished (or failed) run: detail JSON and model first, then its results row."""
+        with _signals_held():
+            return self._record(run, out)
+
+    def _record(self, run: RunSpec, out: dict[str, Any]) -> dict[str, Any]:
         if out.get("model") is not None:
             from .. import io as model_io
 
@@ -223,3 +230,22 @@ def load_study(out: str | Path) -> tuple[StudyConfig, dict[str, Any], list[dict[
 def load_detail(out: str | Path, run_id: str) -> dict[str, Any]:
     path = Path(out) / "runs" / f"{run_id}.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C and SIGTERM while a run's files and row are written, then deliver them: a stop in
+    the middle of writing a zip file would otherwise end in zipfile's own error, not a clean stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            os.kill(os.getpid(), caught[0])  # now handled as usual (KeyboardInterrupt: the study stops)
