@@ -164,16 +164,23 @@ def test_a_stop_while_a_run_is_written_comes_after_its_row(tmp_path, monkeypatch
     import os
     import signal
 
+    def stop(signum, frame):  # what `slimseg study` does on SIGTERM
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     cfg = _config()
-    with ResultsStore(tmp_path) as store:
-        store.open(cfg)
-        write_json = store._write_json
+    try:
+        with ResultsStore(tmp_path) as store:
+            store.open(cfg)
+            write_json = store._write_json
 
-        def interrupted(path, obj):  # Ctrl-C in the middle of writing the run's files
-            os.kill(os.getpid(), signal.SIGINT)
-            write_json(path, obj)
+            def interrupted(path, obj):  # a kill in the middle of writing the run's files
+                os.kill(os.getpid(), signal.SIGTERM)
+                write_json(path, obj)
 
-        monkeypatch.setattr(store, "_write_json", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            store.record(cfg.runs()[0], _ok(0.8))
+            monkeypatch.setattr(store, "_write_json", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                store.record(cfg.runs()[0], _ok(0.8))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert len(read_rows(tmp_path / "results.csv")) == 1  # the run was recorded in full, then the stop came
