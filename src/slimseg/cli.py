@@ -26,6 +26,14 @@ def _progress(event: Any) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def _add_predict_options(p: argparse.ArgumentParser) -> None:
+    from .config import PredictConfig
+
+    p.add_argument("--tile", type=int, default=PredictConfig.tile)
+    p.add_argument("--overlap", type=int, default=PredictConfig.overlap)
+    p.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
+
+
 def _add_train_options(p: argparse.ArgumentParser, minutes: float | None = None, epochs: int = 50) -> None:
     from .losses import LOSSES
     from .optim import OPTIMIZERS
@@ -198,9 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
-    p.add_argument("--tile", type=int, default=512)
-    p.add_argument("--overlap", type=int, default=64)
-    p.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
+    _add_predict_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing label files")
     p.set_defaults(func=cmd_predict)
 
@@ -209,9 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
-    p.add_argument("--tile", type=int, default=512)
-    p.add_argument("--overlap", type=int, default=64)
-    p.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
+    _add_predict_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_evaluate)
 

@@ -38,6 +38,18 @@ def sample():
     return image, labels
 
 
+@pytest.fixture
+def viewer(make_napari_viewer, sample):
+    """A viewer holding the sample as a 4-image stack ("img") and its labels ("lab")."""
+    from gui_helpers import quadrants
+
+    v = make_napari_viewer()
+    image, labels = sample
+    v.add_image(quadrants(image), name="img")
+    v.add_labels(quadrants(labels), name="lab")
+    return v
+
+
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory):
     """A tiny float model trained (one epoch) on two shipped training images."""

@@ -26,15 +26,6 @@ def assert_unchanged(viewer, before):
 
 
 @pytest.fixture
-def viewer(make_napari_viewer, sample):
-    v = make_napari_viewer()
-    image, labels = sample
-    v.add_image(quadrants(image), name="img")
-    v.add_labels(quadrants(labels), name="lab")
-    return v
-
-
-@pytest.fixture
 def train(viewer):
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gui_helpers import click, messages, quadrants, set_form, wait_job
+from gui_helpers import click, messages, set_form, wait_job
 
 from slimseg import io
 from slimseg._widgets._models import FROM_FILE
@@ -16,15 +16,6 @@ from slimseg._widgets.predict import PredictWidget
 
 pytestmark = pytest.mark.gui
 SMALL = {"calibration_patches": 8, "patch": 32, "batch": 4}
-
-
-@pytest.fixture
-def viewer(make_napari_viewer, sample):
-    v = make_napari_viewer()
-    image, labels = sample
-    v.add_image(quadrants(image), name="img")
-    v.add_labels(quadrants(labels), name="lab")
-    return v
 
 
 @pytest.fixture

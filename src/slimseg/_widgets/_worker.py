@@ -112,6 +112,30 @@ class Job:
         self.stop_event.set()
 
 
+class JobHost:
+    """What every widget with a long job shares: one job at a time, Stop, and stop when the widget
+    closes. ``_on_finished`` (the job's last callback) re-enables ``run_button``/``stop_button``."""
+
+    job: Job | None = None
+    closed = False  # the widget left napari: the job may still end, but must not touch it
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.job.running
+
+    def stop(self, *_: Any) -> None:
+        if self.running:
+            self.job.stop()
+
+    def _on_close(self) -> None:
+        self.closed = True
+        self.stop()
+
+    def _on_finished(self) -> None:
+        if not self.closed:
+            self.run_button.enabled, self.stop_button.enabled = True, False
+
+
 def on_close(widget: Any, callback: Callable[[], None]) -> None:
     """Call ``callback`` once when the Qt ``widget`` leaves its dock (napari's close button removes the
     dock and un-parents the widget) or is destroyed (the viewer window closed)."""

@@ -14,7 +14,7 @@ from ._layers import layer_choices, put_layer, stack, training_pairs
 from ._models import ModelsPicker
 from ._scores import COLUMNS, FALSE_NEGATIVE, FALSE_POSITIVE, cell, error_map, score_models, write_csv
 from ._style import MAX_WIDTH, plain_cells, wrap_name
-from ._worker import Job, notify_error, on_close, until_stopped
+from ._worker import Job, JobHost, notify_error, on_close, until_stopped
 
 if TYPE_CHECKING:
     import napari
@@ -22,13 +22,11 @@ if TYPE_CHECKING:
 ERROR_COLORS = {None: "transparent", 0: "transparent", FALSE_POSITIVE: "magenta", FALSE_NEGATIVE: "cyan"}
 
 
-class CompareWidget(Container):
+class CompareWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from .. import metrics, segmenter  # noqa: F401  (import in the GUI thread, not the worker: see TrainWidget)
 
         self.viewer = viewer
-        self.job: Job | None = None
-        self.closed = False
         self.rows: dict[str, dict[str, float]] = {}
         self.predictions: dict[str, list] = {}
         self._scored: tuple[Any, Any] | None = None  # (image layer, truth stack) of the last run
@@ -61,10 +59,6 @@ class CompareWidget(Container):
         self.error_button.changed.connect(self.show_errors)
         self.csv_button.changed.connect(self.export_csv)
         on_close(self.native, self._on_close)
-
-    @property
-    def running(self) -> bool:
-        return self.job is not None and self.job.running
 
     def start(self, *_: Any) -> Job | None:
         try:
@@ -148,14 +142,3 @@ class CompareWidget(Container):
             self.progress.value = int(1000 * event.done / max(event.total, 1))
             self.status.value = event.message
 
-    def _on_finished(self) -> None:
-        if not self.closed:
-            self.run_button.enabled, self.stop_button.enabled = True, False
-
-    def stop(self, *_: Any) -> None:
-        if self.running:
-            self.job.stop()
-
-    def _on_close(self) -> None:
-        self.closed = True
-        self.stop()

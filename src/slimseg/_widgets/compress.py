@@ -27,7 +27,7 @@ from ._layers import layer_choices, planes, training_pairs
 from ._models import FILTER, ModelPicker, save_model
 from ._session import runnable, session_models
 from ._style import MAX_WIDTH, plain_cells, wrap_name
-from ._worker import Job, notify_error, on_close, until_stopped
+from ._worker import Job, JobHost, notify_error, on_close, until_stopped
 
 if TYPE_CHECKING:
     import napari
@@ -56,14 +56,12 @@ def compress_and_measure(mf: Any, name: str, images: list, labels: list | None, 
     return out, table
 
 
-class CompressWidget(Container):
+class CompressWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from ..compress import COMPRESS_METHODS  # loads neither torchao, torch.compile nor ONNX Runtime
         from ..compress.config import DEFAULT_RATIO
 
         self.viewer = viewer
-        self.job: Job | None = None
-        self.closed = False
         self.last_model: str | None = None
         self.model = ModelPicker(viewer, label="float model")
         self.method = ComboBox(label="method", choices=COMPRESS_METHODS.names(), value="ptq",
@@ -144,10 +142,6 @@ class CompressWidget(Container):
             return images, labels
         return [plane for layer in images_layers for plane in planes(layer)], None
 
-    @property
-    def running(self) -> bool:
-        return self.job is not None and self.job.running
-
     def start(self, *_: Any) -> Job | None:
         try:
             if self.running:
@@ -213,18 +207,6 @@ class CompressWidget(Container):
             self.status.value = event.text
         elif isinstance(event, StepEnd) and event.step % 10 == 0:
             self.status.value = f"fine-tune step {event.step}, loss {event.loss:.4f}"
-
-    def _on_finished(self) -> None:
-        if not self.closed:
-            self.run_button.enabled, self.stop_button.enabled = True, False
-
-    def stop(self, *_: Any) -> None:
-        if self.running:
-            self.job.stop()
-
-    def _on_close(self) -> None:
-        self.closed = True
-        self.stop()
 
     def save(self, *_: Any) -> Path | None:
         try:

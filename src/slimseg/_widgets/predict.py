@@ -12,7 +12,7 @@ from ._layers import layer_choices, planes, put_layer, stack
 from ._models import ModelPicker
 from ._session import runnable
 from ._style import MAX_WIDTH
-from ._worker import Job, notify_error, on_close, until_stopped
+from ._worker import Job, JobHost, notify_error, on_close, until_stopped
 
 if TYPE_CHECKING:
     import napari
@@ -50,13 +50,11 @@ def predict_planes(mf: Any, name: str, images: list, settings: dict, stop: Any, 
     return stack(labels), (stack(probs) if keep_probabilities else None)
 
 
-class PredictWidget(Container):
+class PredictWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from .. import segmenter  # noqa: F401  (import in the GUI thread, not the worker: see TrainWidget)
 
         self.viewer = viewer
-        self.job: Job | None = None
-        self.closed = False
         self.model = ModelPicker(viewer)
         self.image = ComboBox(label="image", choices=layer_choices(viewer, "Image"))
         self.tile = SpinBox(label="tile size", value=512, min=32, max=8192, step=32,
@@ -123,10 +121,6 @@ class PredictWidget(Container):
         dataclasses.replace(PredictConfig(), **out)  # raises InputError naming a bad value
         return out
 
-    @property
-    def running(self) -> bool:
-        return self.job is not None and self.job.running
-
     def start(self, *_: Any) -> Job | None:
         from ..data.checks import as_image
 
@@ -175,14 +169,7 @@ class PredictWidget(Container):
                 self.status.value = event.message
 
     def _on_finished(self) -> None:
+        super()._on_finished()
         if not self.closed:
-            self.run_button.enabled, self.stop_button.enabled = True, False
             self.progress.value = 1000 if self.progress.value else 0
 
-    def stop(self, *_: Any) -> None:
-        if self.running:
-            self.job.stop()
-
-    def _on_close(self) -> None:
-        self.closed = True
-        self.stop()

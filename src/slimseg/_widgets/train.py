@@ -26,7 +26,7 @@ from ._layers import channels_of, layer_choices, training_pairs
 from ._models import FILTER, save_model
 from ._session import session_models
 from ._style import MAX_WIDTH
-from ._worker import Job, notify_error, on_close, until_stopped
+from ._worker import Job, JobHost, notify_error, on_close, until_stopped
 
 if TYPE_CHECKING:
     import napari
@@ -60,7 +60,7 @@ def parse_lr(text: str) -> float | None:
     return lr
 
 
-class TrainWidget(Container):
+class TrainWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from ..losses import LOSSES
         from ..optim import OPTIMIZERS, default_lr
@@ -68,8 +68,6 @@ class TrainWidget(Container):
         _warm_up()
 
         self.viewer = viewer
-        self.job: Job | None = None
-        self.closed = False
         self._default_lr = default_lr
         self.image_layers = Select(label="images", choices=layer_choices(viewer, "Image"),
                              tooltip="one or more Image layers (a layer may hold a stack of 2D images)")
@@ -152,10 +150,6 @@ class TrainWidget(Container):
         return cfg, ModelConfig.from_depth(self.depth.value, self.base_width.value, in_channels=in_ch)
 
     # -- running ------------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.job is not None and self.job.running
-
     def start(self, *_: Any) -> Job | None:
         """Check the form and start training; every problem becomes a notification."""
         try:
@@ -190,7 +184,7 @@ class TrainWidget(Container):
 
     def stop(self, *_: Any) -> None:
         if self.running:
-            self.job.stop()
+            super().stop()
             if not self.closed:
                 self.status.value = "stopping at the next step ..."
                 self.stop_button.enabled = False
@@ -235,11 +229,6 @@ class TrainWidget(Container):
     def _on_finished(self) -> None:
         if not self.closed:
             self._set_running(False)
-
-    def _on_close(self) -> None:
-        self.closed = True
-        if self.running:
-            self.job.stop()
 
     # -- saving -------------------------------------------------------------------------------------
     def save(self, *_: Any) -> Path | None:
