@@ -4,6 +4,7 @@
     python benchmarks/core.py speed
     python benchmarks/core.py memory [--size 8192]
     python benchmarks/core.py malloc [--steps 24 --repeats 3]
+    python benchmarks/core.py alloc [--model FILE --repeats 3]
 
 Each part prints its numbers and appends them as JSON to benchmarks/results/core.json.
 Ratios are measured in one run, medians of several repeats.
@@ -225,6 +226,63 @@ def malloc(steps: int, repeats: int) -> None:
     _save("malloc", {"variants": result, "steps": steps, "repeats": repeats})
 
 
+_ALLOC_CHILD = """
+import statistics, sys, threading, time, torch
+import slimseg.device
+from slimseg.config import ModelConfig, NormConfig
+from slimseg.model import UNet
+from slimseg.segmenter import Segmenter, load_segmenter
+tune, where, path, calls = sys.argv[1] == "1", sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(2)
+if tune:
+    slimseg.device.tune_malloc()
+seg = load_segmenter(path) if path else Segmenter.from_module(UNet(ModelConfig()), NormConfig())
+out = []
+def work():
+    with torch.inference_mode():
+        for b in (1, 8):
+            x = torch.randn(b, 1, 512, 512)
+            ts = []
+            for i in range(calls + 2):
+                t = time.perf_counter()
+                seg.model_fn(x)
+                ts.append(time.perf_counter() - t)
+            out.append(1000 * statistics.median(ts[2:]))
+threading.Thread(target=work).start() if where == "worker" else work()
+while len(out) < 2:
+    time.sleep(0.01)
+print(*out)
+"""
+
+
+def alloc(model: str | None, repeats: int, calls: int) -> None:
+    """Model-call latency (512² tiles, batch 1 and 8, 2 threads) with torch's huge pages
+    (``THP_MEM_ALLOC_ENABLE``, on by default since ``import slimseg`` sets it) and
+    ``slimseg.device.tune_malloc`` each on and off, in the main thread (the CLI) and in a worker thread
+    (napari), each variant in a fresh process, interleaved."""
+    import os
+    import subprocess
+
+    variants = {(thp, tune, where): [] for where in ("main", "worker") for thp, tune in
+                ((False, False), (True, False), (False, True), (True, True))}
+    for _ in range(repeats):
+        for (thp, tune, where), out in variants.items():
+            e = {**os.environ, "THP_MEM_ALLOC_ENABLE": str(int(thp))}
+            res = subprocess.run([sys.executable, "-c", _ALLOC_CHILD, str(int(tune)), where, model or "",
+                                  str(calls)], env=e, capture_output=True, text=True, check=True)
+            out.append([float(v) for v in res.stdout.split()])
+    result = {}
+    for (thp, tune, where), out in variants.items():
+        b1, b8 = (statistics.median(o[i] for o in out) for i in (0, 1))
+        off = variants[(False, False, where)]
+        s1, s8 = (statistics.median(o[i] for o in off) / v for i, v in ((0, b1), (1, b8)))
+        key = f"{where} thread, huge pages {'on' if thp else 'off'}, tune_malloc {'on' if tune else 'off'}"
+        result[key] = {"b1_ms": b1, "b8_ms": b8, "speedup_b1": s1, "speedup_b8": s8}
+        print(f"{key:50s} b1 {b1:6.1f} ms ({s1:.2f}x)  b8 {b8:6.1f} ms ({s8:.2f}x)")
+    _save("alloc", {"variants": result, "model": model or "untrained default U-Net", "repeats": repeats,
+                    "calls": calls})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="part", required=True)
@@ -243,6 +301,10 @@ def main() -> None:
     ml = sub.add_parser("malloc")
     ml.add_argument("--steps", type=int, default=24)
     ml.add_argument("--repeats", type=int, default=3)
+    al = sub.add_parser("alloc")
+    al.add_argument("--model", help="a model file of any kind (default: an untrained default U-Net)")
+    al.add_argument("--repeats", type=int, default=3)
+    al.add_argument("--calls", type=int, default=5)
     args = p.parse_args()
     if args.part == "accuracy":
         accuracy(args.data, args.minutes, args.seed, args.base_width)
@@ -250,8 +312,10 @@ def main() -> None:
         speed(args.repeats, args.base_width, args.compile)
     elif args.part == "memory":
         memory(args.size, args.model)
-    else:
+    elif args.part == "malloc":
         malloc(args.steps, args.repeats)
+    else:
+        alloc(args.model, args.repeats, args.calls)
 
 
 if __name__ == "__main__":

@@ -72,11 +72,16 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 def tune_malloc() -> bool:
     """Let glibc keep freed tensor memory for reuse instead of unmapping it after every step.
 
-    Every training step frees and reallocates the same activations. With glibc's default thresholds
-    (or Dask workers' ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes the mmap threshold at
-    128 KiB) each of them is a fresh ``mmap`` whose pages the kernel zeroes again: measured here,
-    training ran 1.07x faster in a plain process and 2.15x faster in a Dask worker with these settings
-    (``benchmarks/core.py malloc``). Returns False where the C library is not glibc (nothing changes).
+    Every training step and every tile batch frees and reallocates the same activations. With glibc's
+    default thresholds (or Dask workers' ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes the mmap
+    threshold at 128 KiB) each of them is a fresh ``mmap`` whose pages the kernel zeroes again.
+    Measured here (``benchmarks/core.py malloc``, huge pages on): training 1.01x faster in a plain
+    process and 1.83x in a Dask worker. In prediction, with torch's huge pages (see
+    ``slimseg/__init__``), it adds little for one model alone (``benchmarks/core.py alloc``: under 5%
+    at batch 8; batch 1 in a worker thread was 1.4x slower, batch 2, the default, unchanged), but when
+    several models take turns, as in ``slimseg benchmark``, the float model ran 1.2x faster with it,
+    the pruned one 1.3x.
+    Returns False where the C library is not glibc (nothing changes).
     """
     if not sys.platform.startswith("linux"):
         return False

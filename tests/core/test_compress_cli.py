@@ -10,6 +10,7 @@ import torch
 from slimseg import io
 from slimseg.cli import main
 from slimseg.compress import pt2e
+from slimseg.compress.methods import int8_backend
 from slimseg.compress.report import benchmark, format_table, machine_info
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.model import UNet
@@ -42,7 +43,7 @@ def test_compress_writes_a_model_that_predicts_and_evaluates(float_file, data_fo
     assert rc == 0 and sha(float_file) == before
     text = capsys.readouterr()
     assert "saved" in text.out and "left out 1 images of the model's validation split" in text.err
-    assert load_segmenter(out).kind == "int8-pt2e"
+    assert load_segmenter(out).kind == f"int8-{int8_backend('auto')[0]}"  # --backend auto: by the CPU
     assert main(["predict", str(out), str(data_folder / "images"), "--out", str(tmp_path / "pred")]) == 0
     assert len(list((tmp_path / "pred").glob("*.tif"))) == 4
     assert main(["evaluate", str(out), str(data_folder), "--json", str(tmp_path / "m.json")]) == 0

@@ -56,3 +56,19 @@ def test_importing_compress_loads_no_compile_stack_or_optional_backends():
     mods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     heavy = {"torchao", "torch._dynamo", "torch._inductor", "onnxruntime", "onnx", "torch_pruning", "triton"}
     assert not sorted(m for m in mods if m in heavy or m.split(".")[0] in heavy - {"torch._dynamo", "torch._inductor"})
+
+
+def test_auto_backend_follows_the_cpus_int8_instructions(monkeypatch):
+    import importlib.util
+
+    from slimseg.compress import methods
+
+    assert methods.int8_backend("onnx") == ("onnx", "asked for")
+    monkeypatch.setattr(methods, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert methods.int8_backend("auto")[0] == "pt2e"
+    monkeypatch.setattr(methods, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert methods.int8_backend("auto")[0] == "onnx"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    backend, why = methods.int8_backend("auto")
+    assert backend == "pt2e" and "not installed" in why

@@ -14,7 +14,7 @@ from slimseg.events import run
 from slimseg.model import UNet, count_parameters
 from slimseg.segmenter import from_model_file
 
-FAST = {"calibration_patches": 8, "patch_size": 32, "batch_size": 4}
+FAST = {"calibration_patches": 8, "patch_size": 32, "batch_size": 4, "backend": "pt2e"}
 
 
 def model_file(widths=(8, 16, 32), seed=0):

@@ -20,7 +20,7 @@ from slimseg.events import run
 from slimseg.model import UNet, fold_batchnorm
 from slimseg.segmenter import from_model_file
 
-FAST = {"calibration_patches": 16, "patch_size": 32, "batch_size": 4}
+FAST = {"calibration_patches": 16, "patch_size": 32, "batch_size": 4, "backend": "pt2e"}
 
 
 def tiny_model_file(widths=(4, 8), seed=0) -> io.ModelFile:
@@ -154,6 +154,21 @@ def test_lowered_engine_matches_the_reference(ptq_file, disks):
     assert (a - b).abs().max() < 0.1 * a.abs().max()
 
 
+def test_rewrites_for_inductor_pool_uint8_and_keep_the_values(ptq_file, disks):
+    import copy
+
+    x = probe(disks[0])
+    converted = pt2e.rebuild(ptq_file)
+    rewritten = pt2e.for_inductor(copy.deepcopy(converted))
+    pools = [n for n in rewritten.graph.nodes if n.target is torch.ops.aten.max_pool2d.default]
+    dequantize = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    assert pools and all(p.args[0].target is not dequantize for p in pools)
+    with torch.inference_mode():
+        a, b = converted(x), rewritten(x)
+    assert b.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
 def test_no_cpp_compiler_falls_back_and_says_so(ptq_file, monkeypatch):
     monkeypatch.delenv(pt2e.ENGINE_ENV)
     monkeypatch.setattr(pt2e, "have_cpp_compiler", lambda: False)
@@ -188,7 +203,7 @@ def test_unknown_engine_is_refused(ptq_file, monkeypatch):
 
 def test_onnx_backend_is_close_to_float_and_round_trips(source, disks, tmp_path):
     images, _ = disks
-    cfg = CompressConfig(method="ptq", backend="onnx", recalibrate_bn=False, **FAST)
+    cfg = CompressConfig(method="ptq", recalibrate_bn=False, **{**FAST, "backend": "onnx"})
     mf = run(compress(source, images, None, cfg))
     assert mf.kind == "int8-onnx" and mf.tensors["onnx"].dtype == np.uint8
     seg = from_model_file(io.load(io.save(mf, tmp_path / "o.slimseg")))

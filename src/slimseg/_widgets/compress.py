@@ -67,8 +67,9 @@ class CompressWidget(JobHost, Container):
         self.method = ComboBox(label="method", choices=COMPRESS_METHODS.names(), value="ptq",
                                tooltip="ptq: int8 after training; qat: int8-aware fine-tuning; prune-*: remove "
                                        "weights (unstructured) or channels (structured); prune-ptq: both")
-        self.backend = ComboBox(label="int8 backend", choices=["pt2e", "onnx"], value="pt2e",
-                                tooltip="pt2e: PyTorch oneDNN kernels; onnx: ONNX Runtime")
+        self.backend = ComboBox(label="int8 backend", choices=["auto", "pt2e", "onnx"], value="auto",
+                                tooltip="pt2e: PyTorch oneDNN kernels; onnx: ONNX Runtime; auto: pt2e on CPUs "
+                                        "with VNNI/AMX int8 instructions, onnx on others")
         self.ratio = FloatSpinBox(label="pruning ratio", value=DEFAULT_RATIO, min=0.05, max=0.95, step=0.05,
                                   tooltip="fraction of weights (unstructured) or channels (structured) removed")
         self.minutes = FloatSpinBox(label="fine-tune minutes", value=1.0, min=0.0, max=600.0, step=0.5,

@@ -25,9 +25,10 @@ def add_commands(sub) -> None:
                         "(prune-structured, prune-ptq); default 0.5")
     p.add_argument("--minutes", type=float, default=1.0, help="fine-tuning budget for qat and pruning (default 1)")
     p.add_argument("--max-steps", type=int, default=None, help="also stop fine-tuning after this many steps")
-    p.add_argument("--backend", default="pt2e", choices=["pt2e", "onnx"],
-                   help="int8 target: pt2e (PyTorch, oneDNN int8 kernels via torch.compile) or onnx (ONNX Runtime, "
-                        "portable); slimseg benchmark shows which is faster on your CPU")
+    p.add_argument("--backend", default="auto", choices=["auto", "pt2e", "onnx"],
+                   help="int8 target: pt2e (PyTorch, oneDNN int8 kernels via torch.compile), onnx (ONNX Runtime, "
+                        "portable), or auto (default): pt2e on CPUs with VNNI/AMX, onnx on others; "
+                        "slimseg benchmark shows which is faster on your CPU")
     p.add_argument("--calibration-patches", type=int, default=64)
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: a fraction of "
                    "the training optimizer's default)")

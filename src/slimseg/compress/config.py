@@ -14,7 +14,7 @@ COMPRESS_METHODS: Registry = Registry("compression method")
 QUANTIZING = ("ptq", "qat", "prune-ptq")
 PRUNING = ("prune-unstructured", "prune-structured", "prune-ptq")
 FINE_TUNING = ("qat", "prune-unstructured", "prune-structured", "prune-ptq")
-Backend = Literal["pt2e", "onnx"]
+Backend = Literal["auto", "pt2e", "onnx"]
 DEFAULT_RATIO = 0.5
 
 
@@ -26,8 +26,10 @@ class CompressConfig:
     fraction of channels removed from every conv layer for ``prune-structured``/``prune-ptq``
     (parameters then shrink by about ``1-(1-ratio)**2``); None means 0.5. ``minutes`` bounds the
     fine-tuning (QAT and pruning; 0 skips it for pruning), ``max_steps`` optionally too, whichever
-    ends first. ``backend`` is the int8 target: ``pt2e`` (PyTorch, x86 oneDNN kernels) or ``onnx``
-    (an ONNX Runtime QDQ model stored inside the model file).
+    ends first. ``backend`` is the int8 target: ``pt2e`` (PyTorch, x86 oneDNN kernels), ``onnx``
+    (an ONNX Runtime QDQ model stored inside the model file), or ``auto``: ``pt2e`` on CPUs with
+    VNNI or AMX int8 instructions, ``onnx`` on the others, where ONNX Runtime's int8 kernels are the
+    faster ones (see ``slimseg.compress.methods.int8_backend``).
     """
 
     method: str = "ptq"
@@ -35,7 +37,7 @@ class CompressConfig:
     minutes: float = 1.0
     calibration_patches: int = 64
     seed: int = 0
-    backend: Backend = "pt2e"
+    backend: Backend = "auto"
     patch_size: int = 256
     batch_size: int = 8
     lr: float | None = None  # fine-tuning learning rate; None: a fraction of the optimizer's default
@@ -54,7 +56,7 @@ class CompressConfig:
             (self.method != "qat" or self.minutes > 0 or bool(self.max_steps),
              "qat needs a fine-tuning budget: minutes > 0"),
             (self.calibration_patches >= 1, f"calibration_patches must be >= 1, got {self.calibration_patches}"),
-            (self.backend in ("pt2e", "onnx"), f"backend must be pt2e or onnx, got {self.backend!r}"),
+            (self.backend in ("auto", "pt2e", "onnx"), f"backend must be auto, pt2e or onnx, got {self.backend!r}"),
             (self.patch_size >= 16 and self.patch_size % 16 == 0,
              f"patch_size must be a multiple of 16 and >= 16, got {self.patch_size}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib.util
 import math
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -12,7 +14,7 @@ import torch
 
 from .. import __version__, io
 from ..config import to_dict
-from ..device import use_bf16
+from ..device import cpu_flags, use_bf16
 from ..errors import InputError
 from ..events import Message, Progress
 from ..model import UNet, count_parameters, fold_batchnorm, recalibrate_batchnorm
@@ -22,6 +24,25 @@ from .data import CompressData, calibration_batches, prepare_data
 from .finetune import FinetuneSettings, finetune
 
 BN_BATCHES = 16
+
+
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags of the int8 dot-product instructions
+
+
+def int8_backend(requested: str) -> tuple[str, str]:
+    """The int8 backend for ``requested`` (``auto``, ``pt2e`` or ``onnx``) on this CPU, and why.
+
+    ``auto``: PT2E where the CPU has VNNI or AMX (oneDNN's int8 kernels: 1.9x faster than ONNX Runtime
+    at batch 8 here), ONNX Runtime elsewhere (with the CPU limited to AVX2 it ran 1.7-1.8x faster
+    than PT2E, which then reached only 1.8-2.2x the float speed; ``benchmarks/compress.md``)."""
+    if requested != "auto":
+        return requested, "asked for"
+    flags = cpu_flags()
+    if any(f in flags for f in INT8_FLAGS):
+        return "pt2e", "auto: this CPU has VNNI/AMX int8 instructions"
+    if all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
+        return "onnx", "auto: this CPU lacks VNNI/AMX, where ONNX Runtime's int8 kernels are faster"
+    return "pt2e", "auto: this CPU lacks VNNI/AMX, but ONNX Runtime is not installed"
 
 
 def compress(model: io.ModelFile, images: Sequence[np.ndarray], labels: Sequence[np.ndarray] | None,
@@ -41,8 +62,10 @@ def compress(model: io.ModelFile, images: Sequence[np.ndarray], labels: Sequence
     if cfg.patch_size % model.model_config.size_multiple:
         raise InputError(f"patch_size {cfg.patch_size} must be a multiple of {model.model_config.size_multiple} "
                          "for this model's depth")
+    backend, why = int8_backend(cfg.backend)
+    cfg = dataclasses.replace(cfg, backend=backend)
     yield Message(f"compress: {cfg.method} on {len(data.images)} images"
-                  + (f", int8 backend {cfg.backend}" if cfg.method in QUANTIZING else "")
+                  + (f", int8 backend {backend} ({why})" if cfg.method in QUANTIZING else "")
                   + (f", ratio {cfg.pruning_ratio:g}" if cfg.method in PRUNING else ""))
     for note in data.notes:
         yield Message(note)

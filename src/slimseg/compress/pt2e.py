@@ -13,6 +13,7 @@ the same oneDNN kernels wired in by Inductor's pattern passes without code gener
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Callable, Generator, Iterable
@@ -333,6 +334,41 @@ def _fuse_uint8_quantization(gm: torch.fx.GraphModule) -> None:
     gm.recompile()
 
 
+def for_inductor(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Two exact rewrites of a converted graph before ``torch.compile`` (in place; returns ``gm``).
+
+    - dequantize -> max-pool -> quantize with one scale and zero point (the quantizer shares them)
+      becomes max-pooling of the uint8 values, exact since quantisation is monotonic. Inductor
+      compiles it into one vectorised loop instead of calling ``quantized::max_pool2d``: 2.0 vs 25 ms
+      at batch 8 on 16x512x512 here.
+    - The output stays in the channels-last layout the last int8 conv writes, instead of being copied
+      to the default layout (3% of the batch-8 run time here); callers see the same values.
+    """
+    qd = torch.ops.quantized_decomposed
+    for pool in list(gm.graph.nodes):
+        if pool.target is not torch.ops.aten.max_pool2d.default:
+            continue
+        dq, users = pool.args[0], list(pool.users)
+        if not (isinstance(dq, torch.fx.Node) and dq.target is qd.dequantize_per_tensor.default and not dq.kwargs
+                and len(users) == 1 and users[0].target is qd.quantize_per_tensor.default
+                and users[0].args[1:] == dq.args[1:]):
+            continue
+        with gm.graph.inserting_before(pool):
+            on_uint8 = gm.graph.call_function(pool.target, (dq.args[0], *pool.args[1:]), dict(pool.kwargs))
+        users[0].replace_all_uses_with(on_uint8)
+        for dead in (users[0], pool, dq):
+            if not dead.users:
+                gm.graph.erase_node(dead)
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    for result in output.all_input_nodes:
+        with gm.graph.inserting_before(output):
+            kept = gm.graph.call_function(torch.ops.aten.clone.default, (result,),
+                                          {"memory_format": torch.channels_last})
+        output.replace_input_with(result, kept)
+    gm.recompile()
+    return gm
+
+
 class Int8Runner:
     """The int8 model as a callable on (N, C, H, W) batches whose sizes are multiples of the size step.
 
@@ -365,7 +401,7 @@ class Int8Runner:
     def _build(self) -> None:
         self.meta["runtime"] = f"int8 PT2E, {self.engine}"
         if self.engine == "compile":
-            self._fn = torch.compile(self.converted, dynamic=False)
+            self._fn = torch.compile(for_inductor(copy.deepcopy(self.converted)), dynamic=False)
         elif self.engine == "lowered":
             self._fn = lower_without_compiler(self.converted, self.cin, self.multiple)
         else:

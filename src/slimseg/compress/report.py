@@ -22,7 +22,7 @@ from .. import io
 from ..config import PredictConfig
 from ..data.checks import as_image
 from ..data.normalize import Normalizer
-from ..device import cpu_flags, cpu_summary
+from ..device import cpu_flags, cpu_summary, tune_malloc
 from ..errors import InputError
 from ..events import Message, Progress, run
 from ..model import UNet, count_parameters
@@ -100,7 +100,11 @@ def latency_batch(images: Sequence[np.ndarray], seg: Segmenter, tile: int, batch
 
 
 def _time(fn, x: torch.Tensor) -> float:
+    """Seconds of one call right after an untimed one: the steady state of tile batch after tile batch.
+    Timed after another model instead, a call can pay for memory the other gave back (measured: up to
+    1.5x slower for the float model after a small int8 one)."""
     with torch.inference_mode():
+        fn(x)
         t = time.perf_counter()
         fn(x)
         return time.perf_counter() - t
@@ -118,6 +122,7 @@ def benchmark_events(models: Sequence[Any], images: Sequence[np.ndarray], labels
         raise InputError("give at least one image to benchmark on")
     if repeats < 1 or warmup < 0 or tile < 32 or any(b < 1 for b in batch_sizes):
         raise InputError("need repeats >= 1, warmup >= 0, tile >= 32 and batch sizes >= 1")
+    tune_malloc()  # as in prediction: each model keeps its freed memory for its next call
     entries = [_entry(m, i) for i, m in enumerate(models)]
     rows: list[dict[str, Any]] = []
     for name, seg, mf, path in entries:
@@ -132,8 +137,9 @@ def benchmark_events(models: Sequence[Any], images: Sequence[np.ndarray], labels
         x = latency_batch(images, entries[0][1], tile, b)
         for name, seg, _, _ in entries:
             yield Message(f"benchmark: warming up {name} at batch {b}")
-            for _ in range(warmup):
-                _time(seg.model_fn, x)
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    seg.model_fn(x)
         times: list[list[float]] = [[] for _ in entries]
         for r in range(repeats):
             order = [(r + k) % len(entries) for k in range(len(entries))]  # rotate: no fixed position
