@@ -132,11 +132,13 @@ NOTES = """
   int8 convolutions take about 100-110 of its 117-123 ms (oneDNN's verbose log) and the
   concatenations most of the rest. It is 1.9-2.0x faster than ONNX Runtime at batch 8 (1.15x before
   the allocator settings and the uint8 pooling).
-- **PTQ vs float (three runs with the same code and files: 3.9x, 3.5x, and 4.5x in this table;
-  target 4x).** The float model's batch-8 time varies most between runs (430-542 ms). What int8 speeds up least: the concatenations,
+- **PTQ vs float (four runs with the same files: 3.9x, 3.5x, 4.5x, and 3.7x in this table;
+  target 4x).** The float model's batch-8 time varies most between runs (430-542 ms); a dense
+  model can also have a slow run (unstructured pruning, the float model's computation, took 896 ms
+  in this table and 438-527 ms in the three others). What int8 speeds up least: the concatenations,
   upsampling and pooling between the convolutions (memory passes, 15-20 ms), and the first and last
   convolutions (1 input channel, 2 output channels: 6 ms), which oneDNN's VNNI kernels cannot fill. oneDNN's int8 edge is larger with AMX (Xeon Sapphire Rapids and later).
-- **Without VNNI** (the AVX2 rows) PT2E int8 is only 1.8-2.2x the float speed (three runs), while
+- **Without VNNI** (the AVX2 rows) PT2E int8 is only 1.8-2.2x the float speed (four runs), while
   ONNX Runtime's int8 kernels stay fast (3.0-3.9x). So `slimseg compress --backend auto` (the default) makes PT2E files
   on CPUs with VNNI or AMX and ONNX Runtime files on others.
 - **QAT** gets a few dozen fake-quantised steps in 2 minutes on 2 cores (the QAT graph is not

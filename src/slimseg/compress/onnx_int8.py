@@ -94,6 +94,9 @@ def load(mf: io.ModelFile, threads: int | None = None) -> Segmenter:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    # no busy-waiting after each run: the spinning threads took the CPU from whatever ran next (the
+    # next model in slimseg benchmark ran 2x slower at batch 1; ONNX Runtime itself lost nothing)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     try:
         session = ort.InferenceSession(mf.tensors["onnx"].tobytes(), opts, providers=["CPUExecutionProvider"])
