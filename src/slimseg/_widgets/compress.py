@@ -59,7 +59,7 @@ def compress_and_measure(mf: Any, name: str, images: list, labels: list | None, 
 class CompressWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from ..compress import COMPRESS_METHODS  # loads neither torchao, torch.compile nor ONNX Runtime
-        from ..compress.config import DEFAULT_RATIO
+        from ..compress.config import BACKENDS, DEFAULT_RATIO
 
         self.viewer = viewer
         self.last_model: str | None = None
@@ -67,7 +67,7 @@ class CompressWidget(JobHost, Container):
         self.method = ComboBox(label="method", choices=COMPRESS_METHODS.names(), value="ptq",
                                tooltip="ptq: int8 after training; qat: int8-aware fine-tuning; prune-*: remove "
                                        "weights (unstructured) or channels (structured); prune-ptq: both")
-        self.backend = ComboBox(label="int8 backend", choices=["auto", "pt2e", "onnx"], value="auto",
+        self.backend = ComboBox(label="int8 backend", choices=BACKENDS, value="auto",
                                 tooltip="pt2e: PyTorch oneDNN kernels; onnx: ONNX Runtime; auto: pt2e on CPUs "
                                         "with VNNI/AMX int8 instructions, onnx on others")
         self.ratio = FloatSpinBox(label="pruning ratio", value=DEFAULT_RATIO, min=0.05, max=0.95, step=0.05,

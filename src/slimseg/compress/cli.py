@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from .config import BACKENDS
 
 
 def add_commands(sub) -> None:
@@ -25,7 +26,7 @@ def add_commands(sub) -> None:
                         "(prune-structured, prune-ptq); default 0.5")
     p.add_argument("--minutes", type=float, default=1.0, help="fine-tuning budget for qat and pruning (default 1)")
     p.add_argument("--max-steps", type=int, default=None, help="also stop fine-tuning after this many steps")
-    p.add_argument("--backend", default="auto", choices=["auto", "pt2e", "onnx"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="int8 target: pt2e (PyTorch, oneDNN int8 kernels via torch.compile), onnx (ONNX Runtime, "
                         "portable), or auto (default): pt2e on CPUs with VNNI/AMX, onnx on others; "
                         "slimseg benchmark shows which is faster on your CPU")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from ..errors import InputError
 from ..registry import Registry
@@ -15,6 +15,7 @@ QUANTIZING = ("ptq", "qat", "prune-ptq")
 PRUNING = ("prune-unstructured", "prune-structured", "prune-ptq")
 FINE_TUNING = ("qat", "prune-unstructured", "prune-structured", "prune-ptq")
 Backend = Literal["auto", "pt2e", "onnx"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 DEFAULT_RATIO = 0.5
 
 
@@ -56,7 +57,7 @@ class CompressConfig:
             (self.method != "qat" or self.minutes > 0 or bool(self.max_steps),
              "qat needs a fine-tuning budget: minutes > 0"),
             (self.calibration_patches >= 1, f"calibration_patches must be >= 1, got {self.calibration_patches}"),
-            (self.backend in ("auto", "pt2e", "onnx"), f"backend must be auto, pt2e or onnx, got {self.backend!r}"),
+            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"),
             (self.patch_size >= 16 and self.patch_size % 16 == 0,
              f"patch_size must be a multiple of 16 and >= 16, got {self.patch_size}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
