@@ -145,7 +145,7 @@ class ResultsStore:
     # -- writing --------------------------------------------------------------------------------------
     def record(self, run: RunSpec, out: dict[str, Any]) -> dict[str, Any]:
         """Store one finished (or failed) run: detail JSON and model first, then its results row."""
-        with _signals_held():
+        with signals_held():
             return self._record(run, out)
 
     def _record(self, run: RunSpec, out: dict[str, Any]) -> dict[str, Any]:
@@ -233,9 +233,10 @@ def load_detail(out: str | Path, run_id: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _signals_held():
+def signals_held():
     """Hold Ctrl-C and SIGTERM while a run's files and row are written, then deliver them: a stop in
-    the middle of writing a zip file would otherwise end in zipfile's own error, not a clean stop."""
+    the middle of writing a zip file would otherwise end in zipfile's own error, not a clean stop.
+    Nests: an inner hold delivers to the outer one, which delivers when it ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..events import Message, Progress
 from .dataset import StudyData
 from .grid import RunSpec, StudyConfig
-from .results import ResultsStore
+from .results import ResultsStore, signals_held
 from .task import probe_epoch, train_and_evaluate, usable_cores
 
 
@@ -194,12 +194,13 @@ def _dispatch(client, store: ResultsStore, config: StudyConfig, todo: list[RunSp
                 out = {"status": "failed", "row": {"error": f"{type(err).__name__}: {err}"[:500]}, "detail": {}}
             fut.release()
             t = time.perf_counter()
-            row = store.record(run, out)
-            session["record_s"] = session.get("record_s", 0.0) + time.perf_counter() - t
-            session["n_runs"] += 1
-            for key, name in (("train_s", "train_s"), ("eval_s", "eval_s"), ("wall_s", "task_s")):
-                if out["row"].get(key) is not None:
-                    session[name] = session.get(name, 0.0) + float(out["row"][key])
+            with signals_held():  # a stop while the row is written waits for the session's count of it too
+                row = store.record(run, out)
+                session["record_s"] = session.get("record_s", 0.0) + time.perf_counter() - t
+                session["n_runs"] += 1
+                for key, name in (("train_s", "train_s"), ("eval_s", "eval_s"), ("wall_s", "task_s")):
+                    if out["row"].get(key) is not None:
+                        session[name] = session.get(name, 0.0) + float(out["row"][key])
             eta = (time.perf_counter() - start) / n * (len(todo) - n)
             left = f"{eta / 60:.0f} min" if eta >= 120 else f"{eta:.0f} s"
             yield Progress("study", done_before + n, total,
