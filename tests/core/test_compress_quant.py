@@ -154,15 +154,20 @@ def test_lowered_engine_matches_the_reference(ptq_file, disks):
     assert (a - b).abs().max() < 0.1 * a.abs().max()
 
 
-def test_rewrites_for_inductor_pool_uint8_and_keep_the_values(ptq_file, disks):
+def test_rewrites_for_inductor_pool_and_concatenate_uint8_and_keep_the_values(ptq_file, disks):
     import copy
 
     x = probe(disks[0])
     converted = pt2e.rebuild(ptq_file)
     rewritten = pt2e.for_inductor(copy.deepcopy(converted))
-    pools = [n for n in rewritten.graph.nodes if n.target is torch.ops.aten.max_pool2d.default]
     dequantize = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    pools = [n for n in rewritten.graph.nodes if n.target is torch.ops.aten.max_pool2d.default]
     assert pools and all(p.args[0].target is not dequantize for p in pools)
+    cats = [n for n in rewritten.graph.nodes if n.target is pt2e._uint8_cat_op()]
+    assert pt2e._uint8_cat_op() is not None, "this torch lost what slimseg::uint8_cat needs"
+    assert len(cats) == len(ptq_file.model_config.widths) - 1  # one per decoder
+    assert all(part.target is not dequantize for c in cats for part in c.args[0])
+    assert not any(n.target is torch.ops.aten.cat.default for n in rewritten.graph.nodes)
     with torch.inference_mode():
         a, b = converted(x), rewritten(x)
     assert b.is_contiguous(memory_format=torch.channels_last)
