@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import threading
 import warnings
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
@@ -35,6 +36,7 @@ FORMAT = 1
 ENGINES = ("auto", "compile", "lowered", "reference")
 ENGINE_ENV = "SLIMSEG_INT8_ENGINE"
 _MAX_SHAPES = 64  # distinct input shapes one compiled model may specialise for
+_REGISTER_LOCK = threading.Lock()
 
 
 # -- graph building ---------------------------------------------------------------------------------
@@ -335,7 +337,6 @@ def _fuse_uint8_quantization(gm: torch.fx.GraphModule) -> None:
     gm.recompile()
 
 
-@functools.cache
 def _uint8_cat_op() -> Any:
     """``slimseg::uint8_cat``: ``torch.cat`` under a name of our own, with an Inductor lowering to
     Inductor's ``ConcatKernel``. Inductor lowers every int8/uint8 ``aten.cat`` on CPU to a call of
@@ -344,6 +345,12 @@ def _uint8_cat_op() -> Any:
     slice of the output, the decoder's upsampling included, and lets Inductor reuse buffers: the
     int8 U-Net ran 3-5% faster here, with the same output bits. None where this torch lacks the
     internals it uses (then the stock lowering stays)."""
+    with _REGISTER_LOCK:  # two threads compiling at once must not register twice
+        return _register_uint8_cat()
+
+
+@functools.cache
+def _register_uint8_cat() -> Any:
     try:
         from torch._inductor import ir
         from torch._inductor.lowering import TensorBox, register_lowering
@@ -358,7 +365,7 @@ def _uint8_cat_op() -> Any:
 
         op = torch.ops.slimseg.uint8_cat.default
         register_lowering(op, type_promotion_kind=None)(
-            lambda tensors, dim: TensorBox(ir.ConcatKernel.create(tensors, dim)))
+            lambda tensors, dim: TensorBox(ir.ConcatKernel.create(tensors, dim % len(tensors[0].get_size()))))
         return op
     except Exception:  # noqa: BLE001 - another torch version: keep Inductor's own lowering
         return None
