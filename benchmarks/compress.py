@@ -151,12 +151,12 @@ NOTES = """
   (10x faster than `quantized::max_pool2d`), and each decoder's upsampling and concatenation in one
   uint8 loop that writes straight into the concatenated tensor (`slimseg::uint8_cat`: Inductor's
   `ConcatKernel`, where Inductor itself would call ATen's cat on copies; 3-5% of the whole run). At
-  batch 8 the int8 convolutions take about 97-105 of its 107-116 ms (oneDNN's verbose log). It is
+  batch 8 the int8 convolutions take about 97-105 of its 107-120 ms (oneDNN's verbose log). It is
   1.9-2.0x faster than ONNX Runtime at batch 8 (1.15x before the allocator settings and the uint8
   pooling).
-- **PTQ vs float (target 4x): 4.07x, 3.91x and 4.32x in three runs with the same files since the
-  concatenation change (runs 6-8; this table is run 8); 3.5-4.5x, median 3.9x, in five runs before
-  it.** 4x is about the ceiling of the hardware. Without AMX, a 512-bit VNNI instruction does 64
+- **PTQ vs float (target 4x): 4.07, 3.91, 4.32, 5.88 and 4.10x in five runs with the same files
+  since the concatenation change (runs 6-10; this table is run 10; in run 9 the float model hit a
+  slow stretch, 683 ms); 3.5-4.5x, median 3.9x, in five runs before it.** 4x is about the ceiling of the hardware. Without AMX, a 512-bit VNNI instruction does 64
   uint8 x int8 multiply-adds where an FMA does 16 float32 ones: 4x at equal instruction rates.
   oneDNN's verbose log puts each int8 convolution against its float32 twin at 1.9x (1 input
   channel), 2.7x (16 channels at full resolution) and 3.7-3.8x (32-128 channels). Only the memory
@@ -165,8 +165,8 @@ NOTES = """
   activations are fresh huge-page mappings each call, and a call stalls while the kernel compacts
   memory for them (a test of one 16-channel convolution at batch 8: 180 ms instead of 24-28 for
   about a second, the extra all system time). Against the float model as PyTorch runs it after
-  training (BatchNorm layers, default layout; the section above) PTQ int8 is 7.7-9.4x faster in
-  runs 6-8.
+  training (BatchNorm layers, default layout; the section above) PTQ int8 is 6.8-9.4x faster in
+  runs 6-10.
 - **Tried and dropped: no concatenation in the decoders.** Splitting each decoder's first
   convolution into one over the skip and one over the upsampled half, the latter on the low
   resolution input (2x2 sub-pixel kernels, 4/9 of its multiply-adds), summed by oneDNN's sum
@@ -174,17 +174,17 @@ NOTES = """
   2x2 int8 kernels on 16-32 channels at 220-300 instead of 560-900 GMAC/s, the sum slowed each
   decoder convolution by 25-40%, and Inductor's interleaving loop took 120 ms at full resolution.
   Also dropped: a pad-and-add form of the uint8 concatenation (240 vs 142 ms).
-- **Without VNNI** (the AVX2 rows) PT2E int8 is only 1.7-2.2x the float speed (eight runs), while
-  ONNX Runtime's int8 kernels stay fast (3.0-3.9x). So `slimseg compress --backend auto` (the default) makes PT2E files
+- **Without VNNI** (the AVX2 rows) PT2E int8 is only 1.7-2.2x the float speed (ten runs), while
+  ONNX Runtime's int8 kernels stay fast (3.0-4.0x). So `slimseg compress --backend auto` (the default) makes PT2E files
   on CPUs with VNNI or AMX and ONNX Runtime files on others.
 - **QAT** gets a few dozen fake-quantised steps in 2 minutes on 2 cores (the QAT graph is not
   compiled). Up to 16 fine-tuning images are held out of it to check the result against its
   calibrated start (the better one is kept; `compression.check` in the file says which).
 - **Structured pruning at 50%** removes 75% of the parameters and multiply-adds, but the eager float
-  run time falls only 2.45-2.90x (eight runs; 2.51, 2.45, 2.52x in runs 6-8; target 2.5x): at 8-16
-  channels at full resolution the convolutions are
+  run time falls only 2.45-2.90x in ten runs (2.51, 2.45, 2.52, 3.46, 2.56x in runs 6-10, the 3.46x
+  against run 9's slow float model; target 2.5x): at 8-16 channels at full resolution the convolutions are
   memory-bound, and the concatenation, ReLU, pool and upsample passes shrink only with the channel
-  count (2x), not 4x. Pruned and quantised (`prune-50-int8`) it runs 7.3-9.0x faster (8.0-8.8x in runs 6-8) than the float model.
+  count (2x), not 4x. Pruned and quantised (`prune-50-int8`) it runs 7.3-9.0x faster (8.0-8.9x in runs 6-10 but run 9) than the float model.
 - **Instance F1** suffers more than Dice from pruning (the centredness map that splits touching nuclei
   is the finer output); QAT and pruning re-check the prediction thresholds on fine-tuning images.
 """
