@@ -181,8 +181,9 @@ NOTES = """
   compiled). Up to 16 fine-tuning images are held out of it to check the result against its
   calibrated start (the better one is kept; `compression.check` in the file says which).
 - **Structured pruning at 50%** removes 75% of the parameters and multiply-adds, but the eager float
-  run time falls only 2.45-2.90x in ten runs (2.51, 2.45, 2.52, 3.46, 2.56x in runs 6-10, the 3.46x
-  against run 9's slow float model; target 2.5x): at 8-16 channels at full resolution the convolutions are
+  run time falls only 2.45-2.90x in nine runs of ten (2.51, 2.45, 2.52 and 2.56x in runs 6-8 and
+  10; 3.46x against run 9's slow float model; target 2.5x): at 8-16 channels at full resolution the
+  convolutions are
   memory-bound, and the concatenation, ReLU, pool and upsample passes shrink only with the channel
   count (2x), not 4x. Pruned and quantised (`prune-50-int8`) it runs 7.3-9.0x faster (8.0-8.9x in runs 6-10 but run 9) than the float model.
 - **Instance F1** suffers more than Dice from pruning (the centredness map that splits touching nuclei
