@@ -22,6 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))  # the report imports slimseg from this checkout (lazily)
 
 # name -> (slimseg compress arguments); every file is made from the float model
 VARIANTS = {
@@ -120,7 +121,6 @@ def main() -> int:
 def as_trained_reference(model: Path, ptq: Path, data: str, repeats: int) -> list[dict]:
     """Batch-8 latency of the float model as PyTorch runs it after training (BatchNorm, default
     layout) beside slimseg's float path and PTQ int8: one process, interleaved, as the benchmark."""
-    sys.path.insert(0, str(REPO / "src"))
     from slimseg import io
     from slimseg.compress.report import benchmark
     from slimseg.data.folder import load_folder
@@ -192,7 +192,6 @@ NOTES = """
 
 
 def write_report(rows, avx2_rows, main_res, avx2_res, checks, reference, timings, total, a, model) -> None:
-    sys.path.insert(0, str(REPO / "src"))
     from slimseg import io
     from slimseg.compress.report import format_table
 

@@ -163,8 +163,9 @@ def test_rewrites_for_inductor_pool_and_concatenate_uint8_and_keep_the_values(pt
     dequantize = torch.ops.quantized_decomposed.dequantize_per_tensor.default
     pools = [n for n in rewritten.graph.nodes if n.target is torch.ops.aten.max_pool2d.default]
     assert pools and all(p.args[0].target is not dequantize for p in pools)
-    cats = [n for n in rewritten.graph.nodes if n.target is pt2e._uint8_cat_op()]
-    assert pt2e._uint8_cat_op() is not None, "this torch lost what slimseg::uint8_cat needs"
+    uint8_cat = pt2e._uint8_cat_op()
+    assert uint8_cat is not None, "this torch lost what slimseg::uint8_cat needs"
+    cats = [n for n in rewritten.graph.nodes if n.target is uint8_cat]
     assert len(cats) == len(ptq_file.model_config.widths) - 1  # one per decoder
     assert all(part.target is not dequantize for c in cats for part in c.args[0])
     assert not any(n.target is torch.ops.aten.cat.default for n in rewritten.graph.nodes)
