@@ -227,12 +227,6 @@ def _guess_channels(images: Sequence[np.ndarray]) -> int:
     return 1
 
 
-def fit(images, labels, config: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
-        norm: NormConfig = NormConfig(), names=None) -> Generator[Any, None, TrainResult]:
-    """Shorthand for ``Trainer(...).fit()``."""
-    return Trainer(images, labels, config, model_config, norm, names).fit()
-
-
 
 def to_model_file(result: TrainResult, metrics: dict[str, Any] | None = None) -> io.ModelFile:
     """The model file content of a training result (weights, configs, record, metrics)."""
