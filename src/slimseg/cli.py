@@ -18,67 +18,36 @@ from .errors import InputError
 EXIT_BAD_INPUT = 2
 
 
-def _progress(event: Any) -> None:
-    from .events import format_event
-
-    line = format_event(event)
-    if line:
-        print(line, file=sys.stderr, flush=True)
+# Defaults a command sets differently from the dataclasses' (every other default is the dataclass's own).
+DEMO_DEFAULTS = {"minutes": 2.5, "epochs": 200}
 
 
 def _add_predict_options(p: argparse.ArgumentParser) -> None:
     from .config import PredictConfig
+    from .options import add_options
 
-    p.add_argument("--tile", type=int, default=PredictConfig.tile)
-    p.add_argument("--overlap", type=int, default=PredictConfig.overlap)
-    p.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
+    add_options(p, PredictConfig)
 
 
-def _add_train_options(p: argparse.ArgumentParser, minutes: float | None = None, epochs: int = 50) -> None:
-    from .losses import LOSSES
-    from .optim import OPTIMIZERS
+def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    from .config import TrainConfig
+    from .options import add_model_options, add_options
 
     g = p.add_argument_group("training")
-    g.add_argument("--optimizer", default="rmsprop", help=f"one of: {', '.join(OPTIMIZERS.names())}")
-    g.add_argument("--loss", default="bce+jaccard",
-                   help=f"a term or weighted sum, e.g. bce+jaccard, 0.5*bce+dice; terms: {', '.join(LOSSES.names())}")
-    g.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's own)")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "plateau"])
-    g.add_argument("--epochs", type=int, default=epochs)
-    g.add_argument("--minutes", type=float, default=minutes, help="wall-clock budget (whichever ends first)")
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--patch-size", type=int, default=256)
-    g.add_argument("--patches-per-epoch", type=int, default=256)
-    g.add_argument("--val-fraction", type=float, default=0.2)
-    g.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without gain")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    g.add_argument("--bf16", default="auto", choices=["auto", "on", "off"])
-    g.add_argument("--depth", type=int, default=4)
-    g.add_argument("--base-width", type=int, default=16)
-
-
-def _train_config(a: argparse.Namespace):
-    from .config import TrainConfig
-
-    return TrainConfig(
-        optimizer=a.optimizer, loss=a.loss, lr=a.lr, weight_decay=a.weight_decay, schedule=a.schedule,
-        epochs=a.epochs, minutes=a.minutes, batch_size=a.batch_size, patch_size=a.patch_size,
-        patches_per_epoch=a.patches_per_epoch, val_fraction=a.val_fraction, seed=a.seed,
-        patience=a.patience, device=a.device, bf16=a.bf16)
+    add_options(g, TrainConfig, defaults=defaults)
+    add_model_options(g)
 
 
 def _train(images, labels, names, a: argparse.Namespace, validation_metrics: bool = True):
     """Train with the CLI options; return (result, metrics on the validation split)."""
-    from .config import ModelConfig
+    from .config import TrainConfig
     from .evaluate import evaluate
-    from .events import run
+    from .events import print_progress, run
+    from .options import config_from_args, model_config_from_args
     from .train import Trainer
 
-    cfg = _train_config(a)
-    model_cfg = ModelConfig.from_depth(a.depth, a.base_width)
-    result = run(Trainer(images, labels, cfg, model_cfg, names=names).fit(), _progress)
+    cfg = config_from_args(TrainConfig, a)
+    result = run(Trainer(images, labels, cfg, model_config_from_args(a), names=names).fit(), print_progress)
     metrics = None
     val = result.split.get("val", [])
     if validation_metrics and val:
@@ -109,8 +78,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
     import numpy as np
     import tifffile
 
+    from .config import PredictConfig
     from .data.folder import list_images, read_image
     from .events import run
+    from .options import values_from_args
     from .segmenter import load_segmenter
 
     seg = load_segmenter(a.model)
@@ -124,7 +95,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         raise InputError(f"{len(clash)} output files exist already (e.g. {clash[0]}); pass --overwrite or "
                          "choose another --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = seg.settings(tile=a.tile, overlap=a.overlap, tta=a.tta)
+    cfg = seg.settings(**values_from_args(PredictConfig, a))
     for i, (f, t) in enumerate(zip(files, targets)):
         labels = run(seg.predict(read_image(f), cfg)).labels
         dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
@@ -135,17 +106,19 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .config import PredictConfig
     from .data.folder import load_folder
     from .evaluate import evaluate, evaluate_baseline
     from .events import run
     from .metrics import format_table
+    from .options import values_from_args
     from .segmenter import load_segmenter
 
     if a.json and Path(a.json).exists() and not a.overwrite:
         raise InputError(f"{a.json} exists; pass --overwrite or choose another --json file")
     seg = load_segmenter(a.model)
     names, images, labels = load_folder(a.data)
-    cfg = seg.settings(tile=a.tile, overlap=a.overlap, tta=a.tta)
+    cfg = seg.settings(**values_from_args(PredictConfig, a))
     rows = {Path(a.model).name: run(evaluate(seg, images, labels, cfg, names))}
     if a.baseline:
         rows["otsu+watershed"] = run(evaluate_baseline(images, labels, names))
@@ -158,7 +131,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from . import io
     from .evaluate import evaluate, evaluate_baseline
-    from .events import run
+    from .events import print_progress, run
     from .metrics import format_table
     from .sample import load_sample
     from .train import to_model_file
@@ -167,12 +140,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
         io.check_writable(a.out, a.overwrite)
     t0 = time.perf_counter()
     names, images, labels = load_sample("train")
-    print(f"demo: training a U-Net (RMSprop + BCE+Jaccard) on {len(images)} shipped DSB2018 nuclei images "
+    print(f"demo: training a U-Net ({a.optimizer} + {a.loss}) on {len(images)} shipped DSB2018 nuclei images "
           f"for up to {a.minutes:g} minutes", file=sys.stderr)
     result, _ = _train(images, labels, names, a, validation_metrics=False)
     t_names, t_images, t_labels = load_sample("test")
     rows = {
-        "slimseg U-Net": run(evaluate(result.segmenter(), t_images, t_labels, names=t_names), _progress),
+        "slimseg U-Net": run(evaluate(result.segmenter(), t_images, t_labels, names=t_names), print_progress),
         "otsu+watershed": run(evaluate_baseline(t_images, t_labels, t_names)),
     }
     print(f"\nheld-out test images: {len(t_images)} (shipped sample, never trained on)")
@@ -222,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train on the shipped real sample and compare with the classical baseline")
     p.add_argument("--out", help="also save the trained model here")
     p.add_argument("--overwrite", action="store_true")
-    _add_train_options(p, minutes=2.5, epochs=200)
+    _add_train_options(p, DEMO_DEFAULTS)
     p.set_defaults(func=cmd_demo)
 
     for module in _COMMAND_MODULES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -13,6 +14,34 @@ C = TypeVar("C")
 Norm = Literal["batch", "group", "none"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Schedule = Literal["constant", "cosine", "plateau"]
+Bf16 = Literal["auto", "on", "off"]
+
+
+def option(default: Any, help: str = "", *, cli: bool = True, flag: str | None = None,
+           names: str | None = None, choices: str | None = None) -> Any:
+    """A dataclass field with what ``slimseg.options`` needs to offer it on the command line.
+
+    ``cli=False`` keeps it off the command line; ``flag`` replaces the ``--field-name`` option; ``names``
+    and ``choices`` name a registry (``"module:NAME"``, imported when a parser is built) whose names the
+    help lists where it says ``{names}`` (``names``) or the option alone accepts (``choices``).
+    """
+    meta = {"help": help, "cli": cli, "flag": flag, "names": names, "choices": choices}
+    return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """Field name -> the values its ``Literal[...]`` annotation allows, for each such field of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(cls)
+            if typing.get_origin(hints[f.name]) is Literal}
+
+
+def check_choices(cfg: Any) -> None:
+    """Refuse a value outside its field's ``Literal[...]`` (the one place those values are written)."""
+    for name, allowed in literal_choices(type(cfg)).items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
 @dataclass
@@ -38,8 +67,7 @@ class ModelConfig:
             raise InputError(f"widths must list at least 2 positive channel counts, got {self.widths}")
         if self.in_channels not in (1, 3):
             raise InputError(f"in_channels must be 1 (grey) or 3 (RGB), got {self.in_channels}")
-        if self.norm not in ("batch", "group", "none"):
-            raise InputError(f"norm must be one of batch, group, none; got {self.norm!r}")
+        check_choices(self)
 
     @classmethod
     def from_depth(cls, depth: int = 4, base_width: int = 16, **kw: Any) -> ModelConfig:
@@ -75,24 +103,25 @@ class NormConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "rmsprop"
-    loss: str = "bce+jaccard"
-    lr: float | None = None  # None: the optimizer's default from slimseg.optim
+    optimizer: str = option("rmsprop", "one of: {names}", names="slimseg.optim:OPTIMIZERS")
+    loss: str = option("bce+jaccard", "a term or weighted sum, e.g. bce+jaccard, 0.5*bce+dice; terms: {names}",
+                       names="slimseg.losses:LOSSES")
+    lr: float | None = option(None, "learning rate (default: the optimizer's own)")
     weight_decay: float = 0.0
     schedule: Schedule = "cosine"
     epochs: int = 50
-    minutes: float | None = None  # wall-clock budget; whichever of epochs/minutes ends first
+    minutes: float | None = option(None, "wall-clock budget (whichever ends first)")
     batch_size: int = 8
     patch_size: int = 256
     patches_per_epoch: int = 256
     val_fraction: float = 0.2
     seed: int = 0
-    split_seed: int | None = None  # seeds the train/validation split; None: ``seed`` does
-    patience: int | None = None  # early stopping on validation Dice, in epochs
+    split_seed: int | None = option(None, "seeds the train/validation split (default: --seed does)", cli=False)
+    patience: int | None = option(None, "early stopping after N epochs without gain")
     device: Device = "auto"
-    bf16: Literal["auto", "on", "off"] = "auto"
-    channels_last: bool = True
-    augment: bool = True
+    bf16: Bf16 = "auto"
+    channels_last: bool = option(True, cli=False)
+    augment: bool = option(True, cli=False)
 
     def __post_init__(self) -> None:
         checks = [
@@ -104,26 +133,23 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.schedule in ("constant", "cosine", "plateau"),
-             f"schedule must be constant, cosine or plateau; got {self.schedule!r}"),
-            (self.device in ("auto", "cpu", "cuda", "mps"),
-             f"device must be auto, cpu, cuda or mps; got {self.device!r}"),
-            (self.bf16 in ("auto", "on", "off"), f"bf16 must be auto, on or off; got {self.bf16!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        check_choices(self)
 
 
 @dataclass
 class PredictConfig:
+    # The command line sets tile, overlap and tta; the rest stay the model's own (tuned with it).
     tile: int = 512
     overlap: int = 64
-    batch_size: int = 2  # tiles per forward pass: memory grows with it, CPU speed hardly does
-    threshold: float = 0.5  # foreground probability
-    seed_threshold: float = 0.5  # centredness above which a pixel seeds an instance
-    min_size: int = 8  # objects smaller than this (pixels) are dropped
-    tta: bool = False  # average over the 4 flips (4x the compute, smoother masks)
+    batch_size: int = option(2, cli=False)  # tiles per forward pass: memory grows with it, CPU speed hardly does
+    threshold: float = option(0.5, cli=False)  # foreground probability
+    seed_threshold: float = option(0.5, cli=False)  # centredness above which a pixel seeds an instance
+    min_size: int = option(8, cli=False)  # objects smaller than this (pixels) are dropped
+    tta: bool = option(False, "average over flips (4x slower, smoother masks)")
 
     def __post_init__(self) -> None:
         if self.tile < 32 or not 0 <= self.overlap < self.tile // 2:
@@ -143,4 +169,5 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
-__all__ = ["ModelConfig", "NormConfig", "TrainConfig", "PredictConfig", "to_dict", "from_dict"]
+__all__ = ["ModelConfig", "NormConfig", "TrainConfig", "PredictConfig", "to_dict", "from_dict", "option",
+           "literal_choices", "check_choices"]

@@ -7,6 +7,7 @@ each ``yield`` is both a progress tick and a point where Stop takes effect.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -79,3 +80,10 @@ def format_event(event: Any) -> str | None:
     if isinstance(event, Progress) and event.message:
         return f"{event.stage}: {event.message}"
     return None
+
+
+def print_progress(event: Any) -> None:
+    """Print an event's line to stderr (the command line's progress; results go to stdout)."""
+    line = format_event(event)
+    if line:
+        print(line, file=sys.stderr, flush=True)

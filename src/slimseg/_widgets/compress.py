@@ -58,26 +58,30 @@ def compress_and_measure(mf: Any, name: str, images: list, labels: list | None, 
 
 class CompressWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from ..compress import COMPRESS_METHODS  # loads neither torchao, torch.compile nor ONNX Runtime
+        # loads neither torchao, torch.compile nor ONNX Runtime
+        from ..compress import COMPRESS_METHODS, CompressConfig
         from ..compress.config import BACKENDS, DEFAULT_RATIO
+
+        cfg = CompressConfig()  # the form starts from its defaults
 
         self.viewer = viewer
         self.last_model: str | None = None
         self.model = ModelPicker(viewer, label="float model")
-        self.method = ComboBox(label="method", choices=COMPRESS_METHODS.names(), value="ptq",
+        self.method = ComboBox(label="method", choices=COMPRESS_METHODS.names(), value=cfg.method,
                                tooltip="ptq: int8 after training; qat: int8-aware fine-tuning; prune-*: remove "
                                        "weights (unstructured) or channels (structured); prune-ptq: both")
-        self.backend = ComboBox(label="int8 backend", choices=BACKENDS, value="auto",
+        self.backend = ComboBox(label="int8 backend", choices=BACKENDS, value=cfg.backend,
                                 tooltip="pt2e: PyTorch oneDNN kernels; onnx: ONNX Runtime; auto: pt2e on CPUs "
                                         "with VNNI/AMX int8 instructions, onnx on others")
         self.ratio = FloatSpinBox(label="pruning ratio", value=DEFAULT_RATIO, min=0.05, max=0.95, step=0.05,
                                   tooltip="fraction of weights (unstructured) or channels (structured) removed")
-        self.minutes = FloatSpinBox(label="fine-tune minutes", value=1.0, min=0.0, max=600.0, step=0.5,
+        self.minutes = FloatSpinBox(label="fine-tune minutes", value=cfg.minutes, min=0.0, max=600.0, step=0.5,
                                     tooltip="fine-tuning budget for QAT and pruning (0: no fine-tuning)")
-        self.calibration_patches = SpinBox(label="calibration patches", value=64, min=1, max=100000)
-        self.patch = SpinBox(label="patch size", value=256, min=16, max=4096, step=16)
-        self.batch = SpinBox(label="batch size", value=8, min=1, max=1024)
-        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
+        self.calibration_patches = SpinBox(label="calibration patches", value=cfg.calibration_patches, min=1,
+                                           max=100000)
+        self.patch = SpinBox(label="patch size", value=cfg.patch_size, min=16, max=4096, step=16)
+        self.batch = SpinBox(label="batch size", value=cfg.batch_size, min=1, max=1024)
+        self.seed = SpinBox(label="seed", value=cfg.seed, min=0, max=2**31 - 1)
         self.image_layers = Select(label="calibration images", choices=layer_choices(viewer, "Image"),
                                    tooltip="images like those the model will segment")
         self.label_layers = Select(label="labels (fine-tuning)", choices=layer_choices(viewer, "Labels"),

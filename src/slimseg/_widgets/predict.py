@@ -53,20 +53,24 @@ def predict_planes(mf: Any, name: str, images: list, settings: dict, stop: Any, 
 class PredictWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from .. import segmenter  # noqa: F401  (import in the GUI thread, not the worker: see TrainWidget)
+        from ..config import PredictConfig
+
+        cfg = PredictConfig()  # the form starts from its defaults
 
         self.viewer = viewer
         self.model = ModelPicker(viewer)
         self.image = ComboBox(label="image", choices=layer_choices(viewer, "Image"))
-        self.tile = SpinBox(label="tile size", value=512, min=32, max=8192, step=32,
+        self.tile = SpinBox(label="tile size", value=cfg.tile, min=32, max=8192, step=32,
                             tooltip="large images are predicted tile by tile; smaller tiles use less memory")
-        self.overlap = SpinBox(label="tile overlap", value=64, min=0, max=1024, step=8)
-        self.tta = CheckBox(text="test-time augmentation (4 flips: smoother, 4x slower)", value=False)
+        self.overlap = SpinBox(label="tile overlap", value=cfg.overlap, min=0, max=1024, step=8)
+        self.tta = CheckBox(text="test-time augmentation (4 flips: smoother, 4x slower)", value=cfg.tta)
         self.own_thresholds = CheckBox(text="my own thresholds (default: the model's tuned ones)", value=False)
-        self.threshold = FloatSpinBox(label="foreground threshold", value=0.5, min=0.01, max=0.99, step=0.05)
-        self.seed_threshold = FloatSpinBox(label="seed threshold", value=0.5, min=0.01, max=0.99, step=0.05,
+        self.threshold = FloatSpinBox(label="foreground threshold", value=cfg.threshold, min=0.01, max=0.99, step=0.05)
+        self.seed_threshold = FloatSpinBox(label="seed threshold", value=cfg.seed_threshold, min=0.01, max=0.99,
+                                           step=0.05,
                                            tooltip="centredness above which a pixel seeds an object; "
                                                    "lower it if touching nuclei are merged")
-        self.min_size = SpinBox(label="min object size", value=8, min=0, max=100000, tooltip="pixels")
+        self.min_size = SpinBox(label="min object size", value=cfg.min_size, min=0, max=100000, tooltip="pixels")
         self.probabilities = CheckBox(text="also show the probability map", value=False)
         self.new_layer = CheckBox(text="new layers (keep earlier results)", value=False)
         self.run_button = PushButton(text="Segment")

@@ -62,10 +62,12 @@ def parse_lr(text: str) -> float | None:
 
 class TrainWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from ..config import ModelConfig, TrainConfig
         from ..losses import LOSSES
         from ..optim import OPTIMIZERS, default_lr
 
         _warm_up()
+        cfg, model_cfg = TrainConfig(), ModelConfig()  # the form starts from their defaults
 
         self.viewer = viewer
         self._default_lr = default_lr
@@ -74,22 +76,23 @@ class TrainWidget(JobHost, Container):
         self.label_layers = Select(label="labels", choices=layer_choices(viewer, "Labels"),
                              tooltip="the matching Labels layers (ground truth), paired in layer-list order")
         self.pairs = Label(value="")
-        self.optimizer = ComboBox(label="optimizer", choices=OPTIMIZERS.names(), value="rmsprop")
-        self.lr = LineEdit(label="learning rate", value=f"{default_lr('rmsprop'):g}",
+        self.optimizer = ComboBox(label="optimizer", choices=OPTIMIZERS.names(), value=cfg.optimizer)
+        self.lr = LineEdit(label="learning rate", value=f"{default_lr(cfg.optimizer):g}",
                            tooltip="e.g. 0.001 or 1e-3; empty = the optimizer's default")
-        self.loss_preset = ComboBox(label="loss preset", choices=[*LOSSES.names(), *LOSS_PRESETS], value="bce+jaccard")
-        self.loss = LineEdit(label="loss", value="bce+jaccard",
+        self.loss_preset = ComboBox(label="loss preset", choices=[*LOSSES.names(), *LOSS_PRESETS], value=cfg.loss)
+        self.loss = LineEdit(label="loss", value=cfg.loss,
                              tooltip=f"a term or weighted sum, e.g. 0.5*bce+dice; terms: {', '.join(LOSSES.names())}")
-        self.epochs = SpinBox(label="epochs", value=50, min=1, max=100000)
-        self.minutes = FloatSpinBox(label="max minutes", value=0.0, min=0.0, max=10080.0, step=0.5,
+        self.epochs = SpinBox(label="epochs", value=cfg.epochs, min=1, max=100000)
+        self.minutes = FloatSpinBox(label="max minutes", value=cfg.minutes or 0.0, min=0.0, max=10080.0, step=0.5,
                                     tooltip="wall-clock budget; 0 = no limit (whichever of epochs/minutes ends first)")
-        self.batch = SpinBox(label="batch size", value=8, min=1, max=1024)
-        self.patch = SpinBox(label="patch size", value=256, min=16, max=4096, step=16)
-        self.patches_per_epoch = SpinBox(label="patches/epoch", value=256, min=1, max=1_000_000)
-        self.val_fraction = FloatSpinBox(label="validation fraction", value=0.2, min=0.0, max=0.9, step=0.05)
-        self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
-        self.depth = SpinBox(label="model depth", value=4, min=2, max=7, tooltip="U-Net levels")
-        self.base_width = SpinBox(label="base width", value=16, min=1, max=512,
+        self.batch = SpinBox(label="batch size", value=cfg.batch_size, min=1, max=1024)
+        self.patch = SpinBox(label="patch size", value=cfg.patch_size, min=16, max=4096, step=16)
+        self.patches_per_epoch = SpinBox(label="patches/epoch", value=cfg.patches_per_epoch, min=1, max=1_000_000)
+        self.val_fraction = FloatSpinBox(label="validation fraction", value=cfg.val_fraction, min=0.0, max=0.9,
+                                         step=0.05)
+        self.seed = SpinBox(label="seed", value=cfg.seed, min=0, max=2**31 - 1)
+        self.depth = SpinBox(label="model depth", value=model_cfg.depth, min=2, max=7, tooltip="U-Net levels")
+        self.base_width = SpinBox(label="base width", value=model_cfg.widths[0], min=1, max=512,
                              tooltip="channels of the first level; each level doubles them")
         self.start_button = PushButton(text="Start training")
         self.stop_button = PushButton(text="Stop", enabled=False,

@@ -8,34 +8,20 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .config import BACKENDS
 
 
 def add_commands(sub) -> None:
+    from ..options import add_options
+    from .config import CompressConfig
+
     p = sub.add_parser("compress", help="make a smaller/faster model: int8 (ptq, qat), pruning, or both",
                        description="Compress a float model. DATA (images/ + labels/) gives the calibration "
                        "images and, for qat and pruning, the fine-tuning data; images of the model's "
                        "validation split are left out. The output loads with slimseg predict/evaluate.")
     p.add_argument("model", help="float model file (from slimseg train)")
-    p.add_argument("--method", required=True,
-                   choices=["ptq", "qat", "prune-unstructured", "prune-structured", "prune-ptq"])
     p.add_argument("--data", required=True, help="folder with images/ and labels/ (ptq: images/ alone will do)")
     p.add_argument("--out", required=True, help="model file to write")
-    p.add_argument("--ratio", type=float, default=None,
-                   help="pruning: sparsity (prune-unstructured) or fraction of channels removed "
-                        "(prune-structured, prune-ptq); default 0.5")
-    p.add_argument("--minutes", type=float, default=1.0, help="fine-tuning budget for qat and pruning (default 1)")
-    p.add_argument("--max-steps", type=int, default=None, help="also stop fine-tuning after this many steps")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="int8 target: pt2e (PyTorch, oneDNN int8 kernels via torch.compile), onnx (ONNX Runtime, "
-                        "portable), or auto (default): pt2e on CPUs with VNNI/AMX, onnx on others; "
-                        "slimseg benchmark shows which is faster on your CPU")
-    p.add_argument("--calibration-patches", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: a fraction of "
-                   "the training optimizer's default)")
-    p.add_argument("--no-bn-recalibration", action="store_true",
-                   help="keep the model's BatchNorm statistics instead of re-estimating them")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, CompressConfig, required=("method",))
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_compress)
 
@@ -59,14 +45,6 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_benchmark)
 
 
-def _progress(event) -> None:
-    from ..events import format_event
-
-    line = format_event(event)
-    if line:
-        print(line, file=sys.stderr, flush=True)
-
-
 def _read_data(data: str, needs_labels: bool):
     from ..data.folder import list_images, load_folder, read_image
 
@@ -79,19 +57,18 @@ def _read_data(data: str, needs_labels: bool):
 
 def cmd_compress(a: argparse.Namespace) -> int:
     from .. import io
-    from ..events import run
+    from ..events import print_progress, run
+    from ..options import config_from_args
     from . import CompressConfig, compress
 
     out = io.check_writable(a.out, a.overwrite)
     src = Path(a.model)
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise InputError("--out names the input model; the input model file is never replaced, choose another name")
-    cfg = CompressConfig(method=a.method, ratio=a.ratio, minutes=a.minutes, max_steps=a.max_steps,
-                         backend=a.backend, calibration_patches=a.calibration_patches, lr=a.lr,
-                         recalibrate_bn=not a.no_bn_recalibration, seed=a.seed)
+    cfg = config_from_args(CompressConfig, a)
     mf = io.load(src)
     names, images, labels = _read_data(a.data, cfg.fine_tunes)
-    result = run(compress(mf, images, labels, cfg, names=names), _progress)
+    result = run(compress(mf, images, labels, cfg, names=names), print_progress)
     io.save(result, out, overwrite=a.overwrite)
     comp = result.meta["compression"]
     before, after = src.stat().st_size, out.stat().st_size
@@ -105,6 +82,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
 
     from .. import io
     from ..data.folder import load_folder
+    from ..events import print_progress
     from .report import benchmark, format_table, machine_info
 
     for f in (a.json, a.markdown):
@@ -121,7 +99,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
             print(f"scoring on the {len(keep)} validation images of {Path(a.models[0]).name}", file=sys.stderr)
         else:
             print("the first model records no validation split within DATA: scoring on all images", file=sys.stderr)
-    rows = benchmark(a.models, images, None if a.no_metrics else labels, names, on_event=_progress,
+    rows = benchmark(a.models, images, None if a.no_metrics else labels, names, on_event=print_progress,
                      batch_sizes=a.batch_sizes, tile=a.tile, repeats=a.repeats)
     machine = machine_info()
     print(format_table(rows, machine))

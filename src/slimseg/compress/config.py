@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from ..config import check_choices, option
 from ..errors import InputError
 from ..registry import Registry
 
@@ -33,17 +34,23 @@ class CompressConfig:
     faster ones (see ``slimseg.compress.methods.int8_backend``).
     """
 
-    method: str = "ptq"
-    ratio: float | None = None
-    minutes: float = 1.0
+    method: str = option("ptq", choices="slimseg.compress:COMPRESS_METHODS")
+    ratio: float | None = option(None, "pruning: sparsity (prune-unstructured) or fraction of channels removed "
+                                 f"(prune-structured, prune-ptq); default {DEFAULT_RATIO:g}")
+    minutes: float = option(1.0, "fine-tuning budget for qat and pruning (default %(default)g)")
     calibration_patches: int = 64
     seed: int = 0
-    backend: Backend = "auto"
-    patch_size: int = 256
-    batch_size: int = 8
-    lr: float | None = None  # fine-tuning learning rate; None: a fraction of the optimizer's default
-    max_steps: int | None = None
-    recalibrate_bn: bool = True  # re-estimate BatchNorm statistics before folding and quantising
+    backend: Backend = option("auto", "int8 target: pt2e (PyTorch, oneDNN int8 kernels via torch.compile), onnx "
+                              "(ONNX Runtime, portable), or auto (default): pt2e on CPUs with VNNI/AMX, onnx on "
+                              "others; slimseg benchmark shows which is faster on your CPU")
+    patch_size: int = option(256, cli=False)
+    batch_size: int = option(8, cli=False)
+    lr: float | None = option(None, "fine-tuning learning rate (default: a fraction of the training optimizer's "
+                              "default)")
+    max_steps: int | None = option(None, "also stop fine-tuning after this many steps")
+    # re-estimate BatchNorm statistics before folding and quantising
+    recalibrate_bn: bool = option(True, "keep the model's BatchNorm statistics instead of re-estimating them",
+                                  flag="--no-bn-recalibration")
 
     def __post_init__(self) -> None:
         COMPRESS_METHODS[self.method]  # raises an InputError that lists the valid names
@@ -57,7 +64,6 @@ class CompressConfig:
             (self.method != "qat" or self.minutes > 0 or bool(self.max_steps),
              "qat needs a fine-tuning budget: minutes > 0"),
             (self.calibration_patches >= 1, f"calibration_patches must be >= 1, got {self.calibration_patches}"),
-            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"),
             (self.patch_size >= 16 and self.patch_size % 16 == 0,
              f"patch_size must be a multiple of 16 and >= 16, got {self.patch_size}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -67,6 +73,7 @@ class CompressConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        check_choices(self)
 
     @property
     def pruning_ratio(self) -> float:

@@ -9,11 +9,24 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import TrainConfig
+from ..options import cli_fields
+from .grid import SHARED_TRAIN_FIELDS
+
+# TrainConfig options of a study (the fields every run shares, patience not offered), with the study's
+# own defaults where TrainConfig's do not suit it; the fields each run sets (optimizer, loss, lr, seed,
+# budget) have study options of their own instead.
+SPLIT_OPTIONS = ("val_fraction",)  # in the "data split" group
+TRAIN_OPTIONS = tuple(f.name for f in cli_fields(TrainConfig, SHARED_TRAIN_FIELDS, (*SPLIT_OPTIONS, "patience")))
+STUDY_DEFAULTS = {"val_fraction": 0.15}
+
 
 def add_commands(sub) -> None:
+    from ..compress.config import CompressConfig
     from ..losses import LOSSES
     from ..optim import OPTIMIZERS
-    from .grid import DEFAULT_LOSSES, DEFAULT_OPTIMIZERS
+    from ..options import add_model_options, add_options
+    from .grid import DEFAULT_LOSSES, DEFAULT_OPTIMIZERS, SCORINGS, StudyConfig
 
     p = sub.add_parser("study", help="train every optimizer x loss x seed with one budget; report the winner",
                        description="Train every optimizer x loss x seed combination with the same budget and "
@@ -31,29 +44,23 @@ def add_commands(sub) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="epoch budget of every run (with --minutes-per-run: whichever ends first)")
     p.add_argument("--lr", default=None, help="override default learning rates, e.g. sgd=0.1,rmsprop=5e-4")
-    p.add_argument("--scoring", default="fixed", choices=["fixed", "tuned"],
+    p.add_argument("--scoring", default=StudyConfig.scoring, choices=SCORINGS,
                    help="post-processing of the held-out predictions: fixed thresholds (0.5) for every run "
                    "(default), or each run's thresholds tuned by its trainer on the validation images")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again when resuming")
     p.add_argument("--no-report", action="store_true", help="skip report.md at the end")
     p.add_argument("--no-compress", action="store_true",
                    help="skip the compression table of the winner (made at the end when slimseg.compress works)")
-    p.add_argument("--compress-minutes", type=float, default=1.0,
-                   help="fine-tuning budget of QAT and pruning for the compression table (default 1)")
+    p.add_argument("--compress-minutes", type=float, default=CompressConfig.minutes,
+                   help="fine-tuning budget of QAT and pruning for the compression table (default %(default)g)")
     g = p.add_argument_group("data split")
     g.add_argument("--test-fraction", type=float, default=0.2, help="held-out images for scoring (default 0.2)")
-    g.add_argument("--val-fraction", type=float, default=0.15, help="of the rest, for best-epoch choice")
+    add_options(g, TrainConfig, only=SPLIT_OPTIONS, defaults=STUDY_DEFAULTS,
+                helps={"val_fraction": "of the rest, for best-epoch choice"})
     g.add_argument("--split-seed", type=int, default=0, help="seeds both splits, the same for every run")
     g = p.add_argument_group("training (shared by every run)")
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--patch-size", type=int, default=256)
-    g.add_argument("--patches-per-epoch", type=int, default=256)
-    g.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "plateau"])
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--depth", type=int, default=4)
-    g.add_argument("--base-width", type=int, default=16)
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    g.add_argument("--bf16", default="auto", choices=["auto", "on", "off"])
+    add_options(g, TrainConfig, only=TRAIN_OPTIONS)
+    add_model_options(g)
     g = p.add_argument_group("where runs go (Dask distributed)")
     g.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
     g.add_argument("--threads-per-run", type=int, default=None,
@@ -66,16 +73,16 @@ def add_commands(sub) -> None:
     p = sub.add_parser("study-report", help="rebuild DIR/report.md of a study (finished or not)")
     p.add_argument("out", help="the study folder")
     p.add_argument("--compress", action="store_true", help="(re)make the compression table of the winning model")
-    p.add_argument("--compress-minutes", type=float, default=1.0, help="fine-tuning budget of QAT and pruning")
+    p.add_argument("--compress-minutes", type=float, default=CompressConfig.minutes,
+                   help="fine-tuning budget of QAT and pruning")
     p.add_argument("--data", default=None, help="the study's data folder, if it moved since the study ran")
     p.set_defaults(func=cmd_study_report)
 
 
 def cmd_study(a: argparse.Namespace) -> int:
-    from ..cli import _progress
-    from ..config import ModelConfig
     from ..errors import InputError
-    from ..events import run
+    from ..events import print_progress, run
+    from ..options import model_config_from_args, values_from_args
     from . import dataset
     from .grid import make_config
     from .runner import run_study
@@ -87,12 +94,9 @@ def cmd_study(a: argparse.Namespace) -> int:
         raise InputError(f"--workers must be >= 1, got {a.workers}")
     if a.threads_per_run is not None and a.threads_per_run < 1:
         raise InputError(f"--threads-per-run must be >= 1, got {a.threads_per_run}")
-    train = {"batch_size": a.batch_size, "patch_size": a.patch_size, "patches_per_epoch": a.patches_per_epoch,
-             "val_fraction": a.val_fraction, "schedule": a.schedule, "weight_decay": a.weight_decay,
-             "device": a.device, "bf16": a.bf16}
+    train = values_from_args(TrainConfig, a, only=(*SPLIT_OPTIONS, *TRAIN_OPTIONS))
     config = make_config(a.optimizers, a.losses, a.seeds, a.minutes_per_run, a.epochs, a.lr,
-                         ModelConfig.from_depth(a.depth, a.base_width), train, a.test_fraction, a.split_seed,
-                         a.scoring)
+                         model_config_from_args(a), train, a.test_fraction, a.split_seed, a.scoring)
     data, info = dataset.load(a.data, a.test_fraction, a.split_seed)
     config.data = info
     _exit_on_sigterm()
@@ -100,7 +104,7 @@ def cmd_study(a: argparse.Namespace) -> int:
     try:
         session = run(run_study(config, data, a.out, str(Path(a.data).resolve()), a.workers, a.threads_per_run,
                                 a.scheduler, a.connect_timeout, a.retry_failed, started=t0, command=command),
-                      _progress)
+                      print_progress)
     except RuntimeError as err:  # the cluster went away: finished runs are saved
         print(f"slimseg study: error: {err}", file=sys.stderr)
         return 1
@@ -117,7 +121,7 @@ def cmd_study(a: argparse.Namespace) -> int:
     if not a.no_compress and changed and unavailable_reason() is None:
         print("study: compressing the winning model for the report", file=sys.stderr)
         try:
-            compression_section(a.out, minutes=a.compress_minutes, on_event=_progress)
+            compression_section(a.out, minutes=a.compress_minutes, on_event=print_progress)
         except Exception as err:  # noqa: BLE001 - the study's own report must not be lost to it
             print(f"study: the compression table failed ({type(err).__name__}: {err}); the report goes "
                   "without it (retry with slimseg study-report DIR --compress)", file=sys.stderr)
@@ -127,28 +131,33 @@ def cmd_study(a: argparse.Namespace) -> int:
 
 
 def cmd_study_report(a: argparse.Namespace) -> int:
-    from ..cli import _progress
+    from ..events import print_progress
     from .report import write_report
 
     compression = None
     if a.compress:
         from .compression import compression_section
 
-        compression = compression_section(a.out, a.data, minutes=a.compress_minutes, on_event=_progress)
+        compression = compression_section(a.out, a.data, minutes=a.compress_minutes, on_event=print_progress)
     print(f"report: {write_report(a.out, compression)}")
     return 0
 
 
 def _command_line(a: argparse.Namespace) -> str:
     """The command that resumes this study (every result-deciding option spelled out)."""
-    opts = ["optimizers", "losses", "seeds", "minutes_per_run", "epochs", "lr", "test_fraction", "val_fraction",
-            "split_seed", "batch_size", "patch_size", "patches_per_epoch", "schedule", "weight_decay", "depth",
-            "base_width", "device", "bf16", "scoring"]
+    from ..options import flag_of
+
+    fields = {f.name: f for f in cli_fields(TrainConfig, (*SPLIT_OPTIONS, *TRAIN_OPTIONS))}
+    opts = ["optimizers", "losses", "seeds", "minutes_per_run", "epochs", "lr", "test_fraction", *SPLIT_OPTIONS,
+            "split_seed", *TRAIN_OPTIONS, "depth", "base_width", "scoring"]
     parts = ["slimseg", "study", a.data, "--out", a.out]
     for k in opts:
         v = getattr(a, k)
-        if v is not None:
-            parts += ["--" + k.replace("_", "-"), str(v)]
+        flag = flag_of(fields[k]) if k in fields else "--" + k.replace("_", "-")
+        if isinstance(v, bool):  # a switch: spelled out where it differs from the default
+            parts += [flag] if v != fields[k].default else []
+        elif v is not None:
+            parts += [flag, str(v)]
     return " ".join(shlex.quote(p) for p in parts)
 
 

@@ -17,9 +17,10 @@ from ..config import ModelConfig, TrainConfig
 from ..errors import InputError
 
 FORMAT_VERSION = 1
-# TrainConfig fields that every run shares (optimizer, loss, lr and seed vary over the grid).
-SHARED_TRAIN_FIELDS = ("batch_size", "patch_size", "patches_per_epoch", "val_fraction", "schedule",
-                       "weight_decay", "patience", "device", "bf16", "augment", "channels_last")
+# TrainConfig fields set per run (optimizer, loss, lr and seed vary over the grid; the study sets the
+# split seed and the budget); every other field is shared by every run.
+PER_RUN_FIELDS = ("optimizer", "loss", "lr", "seed", "split_seed", "epochs", "minutes")
+SHARED_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_RUN_FIELDS)
 EPOCHS_UNTIL_TIME = 100_000  # the epoch cap of a time-only budget: the minutes end every run first
 DEFAULT_OPTIMIZERS = "adam,adamw,sgd,rmsprop,adagrad"
 DEFAULT_LOSSES = "bce,dice,jaccard,bce+jaccard,bce+dice,focal+dice"
