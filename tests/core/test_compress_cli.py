@@ -9,17 +9,17 @@ import torch
 
 from slimseg import io
 from slimseg.cli import main
-from slimseg.compress import pt2e
 from slimseg.compress.methods import int8_backend
 from slimseg.compress.report import benchmark, format_table, machine_info
 from slimseg.config import ModelConfig, NormConfig
+from slimseg.kinds import pt2e_runner
 from slimseg.model import UNet
 from slimseg.segmenter import Segmenter, load_segmenter
 
 
 @pytest.fixture(autouse=True)
 def reference_engine(monkeypatch):
-    monkeypatch.setenv(pt2e.ENGINE_ENV, "reference")
+    monkeypatch.setenv(pt2e_runner.ENGINE_ENV, "reference")
 
 
 @pytest.fixture

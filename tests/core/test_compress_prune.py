@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from slimseg import io
-from slimseg.compress import CompressConfig, compress, pt2e
-from slimseg.compress.prune import apply_masks, dense_tensors, magnitude_masks, prune_channels
+from slimseg.compress import CompressConfig, compress
+from slimseg.compress.prune import apply_masks, magnitude_masks, prune_channels
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.errors import InputError, ModelFileError
 from slimseg.events import run
+from slimseg.kinds import pt2e_runner
+from slimseg.kinds.sparse import dense_tensors
 from slimseg.model import UNet, count_parameters
 from slimseg.segmenter import from_model_file
 
@@ -25,7 +27,7 @@ def model_file(widths=(8, 16, 32), seed=0):
 
 @pytest.fixture(autouse=True)
 def reference_engine(monkeypatch):
-    monkeypatch.setenv(pt2e.ENGINE_ENV, "reference")
+    monkeypatch.setenv(pt2e_runner.ENGINE_ENV, "reference")
 
 
 def test_magnitude_masks_drop_exactly_the_smallest_weights_network_wide():

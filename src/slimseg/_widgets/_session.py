@@ -68,11 +68,4 @@ def runnable(mf: io.ModelFile, name: str = "model"):
     still opts in."""
     from ..segmenter import from_model_file
 
-    if mf.kind == "int8-pt2e":
-        try:
-            from ..compress import pt2e
-        except ImportError as err:
-            raise InputError(f"{name}: int8 models need the optional compression dependencies "
-                             f"(pip install 'napari-slimseg[compress]'): {err}") from None
-        return pt2e.load(mf, engine="lowered")
-    return from_model_file(mf, name)
+    return from_model_file(mf, name, engine="lowered")
