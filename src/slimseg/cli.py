@@ -34,6 +34,15 @@ def _add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="average over flips (4x slower, smoother masks)")
 
 
+def _add_engine_option(p: argparse.ArgumentParser) -> None:
+    from .kinds import ENGINES
+
+    p.add_argument("--int8-engine", default="auto", choices=ENGINES,
+                   help="how an int8-pt2e model runs: compile (torch.compile), lowered (oneDNN kernels without "
+                        "compiling), reference (slow, for checks), or auto (default): compile where a C++ "
+                        "compiler is found, else lowered")
+
+
 def _add_train_options(p: argparse.ArgumentParser, minutes: float | None = None, epochs: int = 50) -> None:
     from .losses import LOSSES
     from .optim import OPTIMIZERS
@@ -113,7 +122,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .events import run
     from .segmenter import load_segmenter
 
-    seg = load_segmenter(a.model)
+    seg = load_segmenter(a.model, a.int8_engine)
     files = list_images(a.input)
     out_dir = Path(a.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -143,7 +152,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     if a.json and Path(a.json).exists() and not a.overwrite:
         raise InputError(f"{a.json} exists; pass --overwrite or choose another --json file")
-    seg = load_segmenter(a.model)
+    seg = load_segmenter(a.model, a.int8_engine)
     names, images, labels = load_folder(a.data)
     cfg = seg.settings(tile=a.tile, overlap=a.overlap, tta=a.tta)
     rows = {Path(a.model).name: run(evaluate(seg, images, labels, cfg, names))}
@@ -207,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
     _add_predict_options(p)
+    _add_engine_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing label files")
     p.set_defaults(func=cmd_predict)
 
@@ -216,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
     _add_predict_options(p)
+    _add_engine_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_evaluate)
 

@@ -70,12 +70,6 @@ def ptq_file(source):
     return run(compress(source, images, None, cfg))
 
 
-@pytest.fixture(autouse=True)
-def reference_engine(monkeypatch):
-    """Run int8 without torch.compile unless a test says otherwise (compiling costs seconds)."""
-    monkeypatch.setenv(pt2e_runner.ENGINE_ENV, "reference")
-
-
 def test_folding_batchnorm_keeps_the_function(source, disks):
     model = from_model_file(source).module
     x = probe(disks[0])
@@ -108,7 +102,7 @@ def test_ptq_output_is_close_to_float_and_weights_are_int8(source, ptq_file, dis
     x = probe(disks[0])
     ref = float_logits(source, x)
     with torch.inference_mode():
-        out = from_model_file(ptq_file).model_fn(x)
+        out = from_model_file(ptq_file, engine="reference").model_fn(x)
     mean, worst = relative_error(out, ref)
     assert mean < 0.01 and worst < 0.05, (mean, worst)
     assert not torch.equal(out, ref)  # really quantised
@@ -119,7 +113,7 @@ def test_the_stored_activation_ranges_are_the_ones_that_run(source, ptq_file, di
     tensors = dict(ptq_file.tensors, activation_scale=ptq_file.tensors["activation_scale"] * 0.25)
     bad = io.ModelFile(ptq_file.model_config, ptq_file.norm, tensors, ptq_file.kind, ptq_file.meta)
     with torch.inference_mode():
-        mean, _ = relative_error(from_model_file(bad).model_fn(x), float_logits(source, x))
+        mean, _ = relative_error(from_model_file(bad, engine="reference").model_fn(x), float_logits(source, x))
     assert mean > 0.05
 
 
@@ -131,13 +125,13 @@ def test_int8_file_round_trips_without_pickles(ptq_file, tmp_path, disks):
     assert meta["kind"] == "int8-pt2e" and meta["compression"]["method"] == "ptq"
     x = probe(disks[0])
     with torch.inference_mode():
-        before = from_model_file(ptq_file).model_fn(x)
-        after = from_model_file(io.load(path)).model_fn(x)
+        before = from_model_file(ptq_file, engine="reference").model_fn(x)
+        after = from_model_file(io.load(path), engine="reference").model_fn(x)
     torch.testing.assert_close(after, before, atol=0, rtol=0)
 
 
 def test_odd_image_sizes_predict_through_the_common_path(ptq_file, disks):
-    seg = from_model_file(ptq_file)
+    seg = from_model_file(ptq_file, engine="reference")
     img = disks[0][0][:45, :37]
     labels = seg.predict_labels(img)
     assert labels.shape == img.shape
@@ -177,7 +171,6 @@ def test_rewrites_for_inductor_pool_and_concatenate_uint8_and_keep_the_values(pt
 
 
 def test_no_cpp_compiler_falls_back_and_says_so(ptq_file, monkeypatch):
-    monkeypatch.delenv(pt2e_runner.ENGINE_ENV)
     monkeypatch.setattr(pt2e_inductor, "have_cpp_compiler", lambda: False)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         seg = from_model_file(ptq_file)
@@ -186,7 +179,6 @@ def test_no_cpp_compiler_falls_back_and_says_so(ptq_file, monkeypatch):
 
 
 def test_a_failing_compile_falls_back_to_the_lowered_engine(ptq_file, monkeypatch, disks):
-    monkeypatch.delenv(pt2e_runner.ENGINE_ENV)
     monkeypatch.setattr(pt2e_inductor, "have_cpp_compiler", lambda: True)
 
     def broken_compile(*args, **kwargs):
@@ -203,9 +195,8 @@ def test_a_failing_compile_falls_back_to_the_lowered_engine(ptq_file, monkeypatc
 
 
 def test_unknown_engine_is_refused(ptq_file, monkeypatch):
-    monkeypatch.setenv(pt2e_runner.ENGINE_ENV, "tensorrt")
     with pytest.raises(InputError, match="int8 engine"):
-        from_model_file(ptq_file)
+        from_model_file(ptq_file, engine="tensorrt")
 
 
 def test_onnx_backend_is_close_to_float_and_round_trips(source, disks, tmp_path):
@@ -233,7 +224,7 @@ def test_qat_fine_tunes_and_keeps_close_to_float(source, disks, monkeypatch):
     assert any("learned during QAT" in getattr(e, "text", "") for e in events)
     x = probe(images)
     with torch.inference_mode():
-        mean, _ = relative_error(from_model_file(mf).model_fn(x), float_logits(source, x))
+        mean, _ = relative_error(from_model_file(mf, engine="reference").model_fn(x), float_logits(source, x))
     assert mean < 0.1  # two small steps move the weights a little, not the function
 
 @pytest.mark.parametrize("start_dice, qat_dice, kept", [(0.9, 0.5, "calibrated start"), (0.5, 0.9, "after QAT")])
@@ -302,7 +293,6 @@ def test_group_norm_models_cannot_be_quantised(disks):
 def test_compiled_engine_matches_the_reference(ptq_file, disks, monkeypatch):
     if not pt2e_inductor.have_cpp_compiler():
         pytest.skip("no C++ compiler")
-    monkeypatch.delenv(pt2e_runner.ENGINE_ENV)
     x = probe(disks[0], 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback would warn

@@ -1,5 +1,5 @@
 """The table of model kinds: each kind listed once, loaders imported only when needed, one layout
-check, clear errors for unknown kinds and engines,, and the int8 engine as an argument."""
+check, clear errors for unknown kinds and engines, and the int8 engine as an argument."""
 
 import ast
 import dataclasses
@@ -115,6 +115,18 @@ def test_a_kind_without_its_optional_dependency_says_what_to_install(monkeypatch
         from_model_file(mf, "m.slimseg")
 
 
+def test_the_engine_is_an_argument_that_no_environment_variable_overrides(int8_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLIMSEG_INT8_ENGINE", "compile")  # the removed override: must change nothing
+    seg = from_model_file(int8_file, engine="reference")
+    assert seg.meta["runtime"] == "int8 PT2E, reference" and seg.kind == "int8-pt2e"
+    path = io.save(int8_file, tmp_path / "q.slimseg")
+    seg = load_segmenter(path, engine="lowered")
+    assert seg.meta["runtime"] == "int8 PT2E, lowered"
+    with torch.inference_mode():
+        assert seg.model_fn(torch.rand(1, 1, 15, 22)).shape == (1, 2, 15, 22)
+    assert "runtime" not in int8_file.meta  # the runtime notes go to the Segmenter, not the file
+
+
 @pytest.mark.parametrize("engine", ["tensorrt", "", None])
 def test_an_unknown_engine_is_refused_whatever_the_kind(int8_file, engine):
     for mf in (float_file(), int8_file):
@@ -126,3 +138,15 @@ def test_kinds_without_an_engine_choice_ignore_it():
     for engine in ENGINES:
         seg = from_model_file(float_file(), engine=engine)
         assert seg.kind == "float" and seg.module is not None and "runtime" not in seg.meta
+
+
+def test_the_cli_offers_the_engines_of_the_table():
+    from slimseg.cli import build_parser
+
+    parser = build_parser()
+    for command in (["predict", "m", "i", "--out", "o"], ["evaluate", "m", "d"], ["benchmark", "m", "--data", "d"]):
+        assert parser.parse_args(command).int8_engine == "auto"
+        for engine in ENGINES:
+            assert parser.parse_args([*command, "--int8-engine", engine]).int8_engine == engine
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--int8-engine", "tensorrt"])

@@ -64,8 +64,7 @@ def runnable(mf: io.ModelFile, name: str = "model"):
     """A :class:`~slimseg.segmenter.Segmenter` for use inside napari. PT2E int8 models run on oneDNN
     kernels wired in without ``torch.compile`` ("lowered" engine): compiling inside napari loads
     Inductor's code generation (and triton where installed) after napari's OpenGL context is up, which
-    crashed a peer plugin under Mesa. The environment variable ``SLIMSEG_INT8_ENGINE=compile``
-    still opts in."""
+    crashed a peer plugin under Mesa."""
     from ..segmenter import from_model_file
 
     return from_model_file(mf, name, engine="lowered")

@@ -6,7 +6,6 @@ Inductor) where a C++ compiler is present, otherwise the same kernels without co
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,6 @@ from . import pt2e_inductor as inductor
 from .fold import padded
 from .pt2e_storage import rebuild
 
-ENGINE_ENV = "SLIMSEG_INT8_ENGINE"
 _MAX_SHAPES = 64  # distinct input shapes one compiled model may specialise for
 
 
@@ -33,7 +31,7 @@ class Int8Runner:
 
     def __init__(self, converted: torch.fx.GraphModule, cin: int, multiple: int, engine: str = "auto",
                  meta: dict[str, Any] | None = None) -> None:
-        engine = check_engine(os.environ.get(ENGINE_ENV) or engine or "auto")
+        engine = check_engine(engine)
         self.converted, self.cin, self.multiple = converted, cin, multiple
         self.meta = meta if meta is not None else {}
         self.notes: list[str] = []
