@@ -29,6 +29,15 @@ def _add_predict_options(p: argparse.ArgumentParser) -> None:
     add_options(p, PredictConfig)
 
 
+def _add_engine_option(p: argparse.ArgumentParser) -> None:
+    from .kinds import ENGINES
+
+    p.add_argument("--int8-engine", default="auto", choices=ENGINES,
+                   help="how an int8-pt2e model runs: compile (torch.compile), lowered (oneDNN kernels without "
+                        "compiling), reference (slow, for checks), or auto (default): compile where a C++ "
+                        "compiler is found, else lowered")
+
+
 def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     from .config import TrainConfig
     from .options import add_model_options, add_options
@@ -84,7 +93,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .options import values_from_args
     from .segmenter import load_segmenter
 
-    seg = load_segmenter(a.model)
+    seg = load_segmenter(a.model, a.int8_engine)
     files = list_images(a.input)
     out_dir = Path(a.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -116,7 +125,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     if a.json and Path(a.json).exists() and not a.overwrite:
         raise InputError(f"{a.json} exists; pass --overwrite or choose another --json file")
-    seg = load_segmenter(a.model)
+    seg = load_segmenter(a.model, a.int8_engine)
     names, images, labels = load_folder(a.data)
     cfg = seg.settings(**values_from_args(PredictConfig, a))
     rows = {Path(a.model).name: run(evaluate(seg, images, labels, cfg, names))}
@@ -180,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
     _add_predict_options(p)
+    _add_engine_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing label files")
     p.set_defaults(func=cmd_predict)
 
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
     _add_predict_options(p)
+    _add_engine_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_evaluate)
 

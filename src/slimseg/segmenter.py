@@ -1,7 +1,7 @@
 """A runnable model: a callable on image batches, plus the configs it was made with.
 
-Every model kind (the float U-Net, and each compressed kind) loads from the model file into a
-:class:`Segmenter`, so prediction and evaluation take one path whatever the kind.
+Every model kind (the float U-Net, and each compressed kind; :mod:`slimseg.kinds`) loads from the
+model file into a :class:`Segmenter`, so prediction and evaluation take one path whatever the kind.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io
+from . import io, kinds
 from .config import ModelConfig, NormConfig, PredictConfig, from_dict
-from .errors import ModelFileError
 from .events import Progress, run
-from .model import UNet, can_fold, fold_batchnorm
+from .kinds import float32
+from .model import UNet
 from .predict import Prediction, predict
-from .registry import Registry
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -50,17 +49,11 @@ class Segmenter:
 
     @classmethod
     def from_module(cls, model: UNet, norm: NormConfig, meta: dict[str, Any] | None = None) -> Segmenter:
-        """A float U-Net, run in eval mode with BatchNorm folded into the convs (the same function,
-        two memory passes less per block) in channels-last layout (1.3-1.9x faster on CPUs here).
-        ``module`` stays the model as given."""
-        model = model.eval()
-        runnable = (fold_batchnorm(model) if can_fold(model) else model).to(memory_format=torch.channels_last)
-
-        def model_fn(x: torch.Tensor) -> torch.Tensor:
-            return runnable(x.contiguous(memory_format=torch.channels_last))
-
+        """A float U-Net, run as :func:`slimseg.kinds.float32.runnable` runs it (eval mode, BatchNorm
+        folded, channels-last). ``module`` stays the model as given."""
+        runnable = float32.runnable(model)
         meta = meta or {}
-        return cls(model_fn, model.config, norm, "float", meta, model, predict_config_of(meta))
+        return cls(runnable.model_fn, model.config, norm, "float", meta, runnable.module, predict_config_of(meta))
 
 
 def predict_config_of(meta: dict[str, Any]) -> PredictConfig:
@@ -74,34 +67,18 @@ def predict_config_of(meta: dict[str, Any]) -> PredictConfig:
         return PredictConfig()
 
 
-# kind -> loader(ModelFile) -> Segmenter; compressed kinds register theirs in slimseg.compress
-MODEL_KINDS: Registry[Callable[[io.ModelFile], Segmenter]] = Registry("model kind")
+def from_model_file(mf: io.ModelFile, source: str = "model", engine: str = "auto") -> Segmenter:
+    """A runnable model from model-file content (loaded, or in memory); ``source`` names it in errors.
+    ``engine`` is the int8 engine (:data:`slimseg.kinds.ENGINES`) where the kind chooses one."""
+    meta = dict(mf.meta)
+    runnable = kinds.load(mf, meta, engine, source)
+    return Segmenter(runnable.model_fn, mf.model_config, mf.norm, mf.kind, meta, runnable.module,
+                     predict_config_of(meta))
 
 
-@MODEL_KINDS.register("float")
-def _load_float(mf: io.ModelFile) -> Segmenter:
-    model = UNet(mf.model_config)
-    try:
-        model.load_state_dict(mf.state_dict())
-    except RuntimeError as err:
-        raise ModelFileError(f"the weights do not fit the model settings stored beside them: {err}") from None
-    return Segmenter.from_module(model, mf.norm, mf.meta)
-
-
-def from_model_file(mf: io.ModelFile, source: str = "model") -> Segmenter:
-    """A runnable model from model-file content (loaded, or in memory); ``source`` names it in errors."""
-    if mf.kind not in MODEL_KINDS:
-        try:
-            from . import compress  # noqa: F401  (registers the compressed kinds)
-        except ImportError as err:
-            raise ModelFileError(f"{source}: model kind {mf.kind!r} needs an optional dependency: {err}") from None
-    if mf.kind not in MODEL_KINDS:
-        raise ModelFileError(f"{source}: unknown model kind {mf.kind!r}; upgrade napari-slimseg")
-    return MODEL_KINDS[mf.kind](mf)
-
-
-def load_segmenter(path: str | Path) -> Segmenter:
-    """Load any slimseg model file (float or compressed) for prediction."""
-    seg = from_model_file(io.load(path), str(path))
+def load_segmenter(path: str | Path, engine: str = "auto") -> Segmenter:
+    """Load any slimseg model file (float or compressed) for prediction; ``engine`` as in
+    :func:`from_model_file`."""
+    seg = from_model_file(io.load(path), str(path), engine)
     seg.meta.setdefault("path", str(path))
     return seg

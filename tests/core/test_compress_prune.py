@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from slimseg import io
-from slimseg.compress import CompressConfig, compress, pt2e
-from slimseg.compress.prune import apply_masks, dense_tensors, magnitude_masks, prune_channels
+from slimseg.compress import CompressConfig, compress
+from slimseg.compress.prune import apply_masks, magnitude_masks, prune_channels
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.errors import InputError, ModelFileError
 from slimseg.events import run
+from slimseg.kinds.sparse import dense_tensors
 from slimseg.model import UNet, count_parameters
 from slimseg.segmenter import from_model_file
 
@@ -21,11 +22,6 @@ def model_file(widths=(8, 16, 32), seed=0):
     torch.manual_seed(seed)
     model = UNet(ModelConfig(widths=widths)).eval()
     return io.from_module(model, model.config, NormConfig())
-
-
-@pytest.fixture(autouse=True)
-def reference_engine(monkeypatch):
-    monkeypatch.setenv(pt2e.ENGINE_ENV, "reference")
 
 
 def test_magnitude_masks_drop_exactly_the_smallest_weights_network_wide():
@@ -134,7 +130,7 @@ def test_prune_then_quantise_keeps_the_pruned_widths(disks, tmp_path):
     assert ["encoders.0.0.weight", [4, 1, 3, 3]] in mf.meta["int8"]["weight_layout"]
     assert mf.tensors["weights_int8"].dtype == np.int8
     assert "history" not in mf.meta.get("training", {})
-    seg = from_model_file(io.load(io.save(mf, tmp_path / "pq.slimseg")))
+    seg = from_model_file(io.load(io.save(mf, tmp_path / "pq.slimseg")), engine="reference")
     assert seg.predict_labels(images[0][:40, :44]).shape == (40, 44)
 
 

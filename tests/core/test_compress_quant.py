@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from slimseg import io
-from slimseg.compress import CompressConfig, compress, pt2e
-from slimseg.compress.fold import Core, padded
+from slimseg.compress import CompressConfig, compress
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.data.normalize import Normalizer
 from slimseg.errors import InputError, ModelFileError
 from slimseg.events import run
+from slimseg.kinds import KINDS, pt2e_graph, pt2e_inductor, pt2e_runner, pt2e_storage
+from slimseg.kinds.fold import Core, padded
 from slimseg.model import UNet, fold_batchnorm
 from slimseg.segmenter import from_model_file
 
@@ -69,12 +70,6 @@ def ptq_file(source):
     return run(compress(source, images, None, cfg))
 
 
-@pytest.fixture(autouse=True)
-def reference_engine(monkeypatch):
-    """Run int8 without torch.compile unless a test says otherwise (compiling costs seconds)."""
-    monkeypatch.setenv(pt2e.ENGINE_ENV, "reference")
-
-
 def test_folding_batchnorm_keeps_the_function(source, disks):
     model = from_model_file(source).module
     x = probe(disks[0])
@@ -107,7 +102,7 @@ def test_ptq_output_is_close_to_float_and_weights_are_int8(source, ptq_file, dis
     x = probe(disks[0])
     ref = float_logits(source, x)
     with torch.inference_mode():
-        out = from_model_file(ptq_file).model_fn(x)
+        out = from_model_file(ptq_file, engine="reference").model_fn(x)
     mean, worst = relative_error(out, ref)
     assert mean < 0.01 and worst < 0.05, (mean, worst)
     assert not torch.equal(out, ref)  # really quantised
@@ -118,7 +113,7 @@ def test_the_stored_activation_ranges_are_the_ones_that_run(source, ptq_file, di
     tensors = dict(ptq_file.tensors, activation_scale=ptq_file.tensors["activation_scale"] * 0.25)
     bad = io.ModelFile(ptq_file.model_config, ptq_file.norm, tensors, ptq_file.kind, ptq_file.meta)
     with torch.inference_mode():
-        mean, _ = relative_error(from_model_file(bad).model_fn(x), float_logits(source, x))
+        mean, _ = relative_error(from_model_file(bad, engine="reference").model_fn(x), float_logits(source, x))
     assert mean > 0.05
 
 
@@ -130,13 +125,13 @@ def test_int8_file_round_trips_without_pickles(ptq_file, tmp_path, disks):
     assert meta["kind"] == "int8-pt2e" and meta["compression"]["method"] == "ptq"
     x = probe(disks[0])
     with torch.inference_mode():
-        before = from_model_file(ptq_file).model_fn(x)
-        after = from_model_file(io.load(path)).model_fn(x)
+        before = from_model_file(ptq_file, engine="reference").model_fn(x)
+        after = from_model_file(io.load(path), engine="reference").model_fn(x)
     torch.testing.assert_close(after, before, atol=0, rtol=0)
 
 
 def test_odd_image_sizes_predict_through_the_common_path(ptq_file, disks):
-    seg = from_model_file(ptq_file)
+    seg = from_model_file(ptq_file, engine="reference")
     img = disks[0][0][:45, :37]
     labels = seg.predict_labels(img)
     assert labels.shape == img.shape
@@ -144,9 +139,9 @@ def test_odd_image_sizes_predict_through_the_common_path(ptq_file, disks):
 
 def test_lowered_engine_matches_the_reference(ptq_file, disks):
     x = probe(disks[0])
-    converted = pt2e.rebuild(ptq_file)
-    ref = pt2e.Int8Runner(converted, 1, 2, "reference")
-    low = pt2e.Int8Runner(converted, 1, 2, "lowered")
+    converted = pt2e_storage.rebuild(ptq_file)
+    ref = pt2e_runner.Int8Runner(converted, 1, 2, "reference")
+    low = pt2e_runner.Int8Runner(converted, 1, 2, "lowered")
     with torch.inference_mode():
         a, b = ref(x), low(x)
         c = low(x[:1, :, :24, :40])  # the lowered graph stays dynamic in batch and size
@@ -158,12 +153,12 @@ def test_rewrites_for_inductor_pool_and_concatenate_uint8_and_keep_the_values(pt
     import copy
 
     x = probe(disks[0])
-    converted = pt2e.rebuild(ptq_file)
-    rewritten = pt2e.for_inductor(copy.deepcopy(converted))
+    converted = pt2e_storage.rebuild(ptq_file)
+    rewritten = pt2e_inductor.for_inductor(copy.deepcopy(converted))
     dequantize = torch.ops.quantized_decomposed.dequantize_per_tensor.default
     pools = [n for n in rewritten.graph.nodes if n.target is torch.ops.aten.max_pool2d.default]
     assert pools and all(p.args[0].target is not dequantize for p in pools)
-    uint8_cat = pt2e._uint8_cat_op()
+    uint8_cat = pt2e_inductor._uint8_cat_op()
     assert uint8_cat is not None, "this torch lost what slimseg::uint8_cat needs"
     cats = [n for n in rewritten.graph.nodes if n.target is uint8_cat]
     assert len(cats) == len(ptq_file.model_config.widths) - 1  # one per decoder
@@ -176,8 +171,7 @@ def test_rewrites_for_inductor_pool_and_concatenate_uint8_and_keep_the_values(pt
 
 
 def test_no_cpp_compiler_falls_back_and_says_so(ptq_file, monkeypatch):
-    monkeypatch.delenv(pt2e.ENGINE_ENV)
-    monkeypatch.setattr(pt2e, "have_cpp_compiler", lambda: False)
+    monkeypatch.setattr(pt2e_inductor, "have_cpp_compiler", lambda: False)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         seg = from_model_file(ptq_file)
     assert seg.meta["runtime"].endswith("lowered")
@@ -185,8 +179,7 @@ def test_no_cpp_compiler_falls_back_and_says_so(ptq_file, monkeypatch):
 
 
 def test_a_failing_compile_falls_back_to_the_lowered_engine(ptq_file, monkeypatch, disks):
-    monkeypatch.delenv(pt2e.ENGINE_ENV)
-    monkeypatch.setattr(pt2e, "have_cpp_compiler", lambda: True)
+    monkeypatch.setattr(pt2e_inductor, "have_cpp_compiler", lambda: True)
 
     def broken_compile(*args, **kwargs):
         def fn(x):
@@ -202,9 +195,8 @@ def test_a_failing_compile_falls_back_to_the_lowered_engine(ptq_file, monkeypatc
 
 
 def test_unknown_engine_is_refused(ptq_file, monkeypatch):
-    monkeypatch.setenv(pt2e.ENGINE_ENV, "tensorrt")
     with pytest.raises(InputError, match="int8 engine"):
-        from_model_file(ptq_file)
+        from_model_file(ptq_file, engine="tensorrt")
 
 
 def test_onnx_backend_is_close_to_float_and_round_trips(source, disks, tmp_path):
@@ -232,7 +224,7 @@ def test_qat_fine_tunes_and_keeps_close_to_float(source, disks, monkeypatch):
     assert any("learned during QAT" in getattr(e, "text", "") for e in events)
     x = probe(images)
     with torch.inference_mode():
-        mean, _ = relative_error(from_model_file(mf).model_fn(x), float_logits(source, x))
+        mean, _ = relative_error(from_model_file(mf, engine="reference").model_fn(x), float_logits(source, x))
     assert mean < 0.1  # two small steps move the weights a little, not the function
 
 @pytest.mark.parametrize("start_dice, qat_dice, kept", [(0.9, 0.5, "calibrated start"), (0.5, 0.9, "after QAT")])
@@ -276,7 +268,7 @@ def test_compress_leaves_the_source_untouched(source, disks):
 
 def test_a_newer_int8_layout_or_a_changed_graph_is_refused(ptq_file):
     newer = io.ModelFile(ptq_file.model_config, ptq_file.norm, ptq_file.tensors, ptq_file.kind,
-                         {**ptq_file.meta, "int8": {**ptq_file.meta["int8"], "format": pt2e.FORMAT + 1}})
+                         {**ptq_file.meta, "int8": {**ptq_file.meta["int8"], "format": KINDS["int8-pt2e"].version + 1}})
     with pytest.raises(ModelFileError, match="newer"):
         from_model_file(newer)
     observers = ptq_file.meta["int8"]["observers"]
@@ -299,9 +291,8 @@ def test_group_norm_models_cannot_be_quantised(disks):
 
 @pytest.mark.slow
 def test_compiled_engine_matches_the_reference(ptq_file, disks, monkeypatch):
-    if not pt2e.have_cpp_compiler():
+    if not pt2e_inductor.have_cpp_compiler():
         pytest.skip("no C++ compiler")
-    monkeypatch.delenv(pt2e.ENGINE_ENV)
     x = probe(disks[0], 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback would warn
@@ -309,7 +300,7 @@ def test_compiled_engine_matches_the_reference(ptq_file, disks, monkeypatch):
         with torch.inference_mode():
             out = seg.model_fn(x)
     with torch.inference_mode():
-        ref = pt2e.Int8Runner(pt2e.rebuild(ptq_file), 1, 2, "reference")(x)
+        ref = pt2e_runner.Int8Runner(pt2e_storage.rebuild(ptq_file), 1, 2, "reference")(x)
     assert seg.meta["runtime"].endswith("compile")
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
 
@@ -329,12 +320,12 @@ def test_qat_recalibrates_when_its_observers_do_not_line_up(source, disks, monke
     images, labels = disks
     from torchao.quantization.pt2e import FakeQuantizeBase
 
-    real = pt2e.observer_roles
+    real = pt2e_graph.observer_roles
 
     def roles(prepared):  # the fake-quantised QAT graph's observers differ from the int8 graph's
         return {} if any(isinstance(m, FakeQuantizeBase) for m in prepared.modules()) else real(prepared)
 
-    monkeypatch.setattr(pt2e, "observer_roles", roles)
+    monkeypatch.setattr(pt2e_graph, "observer_roles", roles)
     events = []
     cfg = CompressConfig(method="qat", max_steps=1, recalibrate_bn=False, **FAST)
     mf = run(compress(source, images, labels, cfg), events.append)

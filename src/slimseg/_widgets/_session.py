@@ -64,15 +64,7 @@ def runnable(mf: io.ModelFile, name: str = "model"):
     """A :class:`~slimseg.segmenter.Segmenter` for use inside napari. PT2E int8 models run on oneDNN
     kernels wired in without ``torch.compile`` ("lowered" engine): compiling inside napari loads
     Inductor's code generation (and triton where installed) after napari's OpenGL context is up, which
-    crashed a peer plugin under Mesa. The environment variable ``SLIMSEG_INT8_ENGINE=compile``
-    still opts in."""
+    crashed a peer plugin under Mesa."""
     from ..segmenter import from_model_file
 
-    if mf.kind == "int8-pt2e":
-        try:
-            from ..compress import pt2e
-        except ImportError as err:
-            raise InputError(f"{name}: int8 models need the optional compression dependencies "
-                             f"(pip install 'napari-slimseg[compress]'): {err}") from None
-        return pt2e.load(mf, engine="lowered")
-    return from_model_file(mf, name)
+    return from_model_file(mf, name, engine="lowered")

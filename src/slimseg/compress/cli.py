@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..kinds import ENGINES
 
 
 def add_commands(sub) -> None:
@@ -41,6 +42,8 @@ def add_commands(sub) -> None:
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-metrics", action="store_true", help="measure size and speed only")
+    p.add_argument("--int8-engine", default="auto", choices=ENGINES,
+                   help="how int8-pt2e models run (as in slimseg predict); default auto")
     p.add_argument("--overwrite", action="store_true", help="replace --json/--markdown if they exist")
     p.set_defaults(func=cmd_benchmark)
 
@@ -100,7 +103,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
         else:
             print("the first model records no validation split within DATA: scoring on all images", file=sys.stderr)
     rows = benchmark(a.models, images, None if a.no_metrics else labels, names, on_event=print_progress,
-                     batch_sizes=a.batch_sizes, tile=a.tile, repeats=a.repeats)
+                     batch_sizes=a.batch_sizes, tile=a.tile, repeats=a.repeats, engine=a.int8_engine)
     machine = machine_info()
     print(format_table(rows, machine))
     if a.json:

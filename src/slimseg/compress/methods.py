@@ -129,12 +129,7 @@ def _probabilities(mf: io.ModelFile, data: CompressData, pick: Sequence[int], st
     from ..predict import predict_probabilities
     from ..segmenter import from_model_file
 
-    if mf.kind == "int8-pt2e":
-        from . import pt2e
-
-        seg = pt2e.load(mf, engine="lowered")  # numerically the compiled kernels, without compiling per size
-    else:
-        seg = from_model_file(mf)
+    seg = from_model_file(mf, engine="lowered")  # int8: the compiled kernels' numbers, not compiled per size
     base = predict_config_of(mf.meta)
     probs = []
     for n, i in enumerate(pick):
@@ -178,9 +173,9 @@ def check_source(model: io.ModelFile, cfg: CompressConfig) -> None:
 
 
 def float_module(mf: io.ModelFile) -> UNet:
-    from ..segmenter import MODEL_KINDS
+    from ..kinds.float32 import unet
 
-    return copy.deepcopy(MODEL_KINDS["float"](mf).module).eval()
+    return unet(mf)
 
 
 _NOT_INHERITED = ("metrics", "compression", "int8", "sparse", "path", "format_version", "slimseg_version")
@@ -228,14 +223,14 @@ def _quantize(net: UNet, mf: io.ModelFile, data: CompressData, cfg: CompressConf
 
         yield Message(f"ONNX export and static int8 quantisation ({cfg.calibration_patches} calibration patches)")
         return onnx_int8.quantize(folded, batches, mf.norm, _base_meta(mf, slim=True))
-    from . import pt2e
+    from ..kinds import pt2e_graph, pt2e_storage
 
     if qparams is None:
-        prepared = yield from pt2e.calibrate(folded, batches, n_batches)
+        prepared = yield from pt2e_graph.calibrate(folded, batches, n_batches)
     else:
-        prepared = pt2e.prepare(folded)
+        prepared = pt2e_graph.prepare(folded)
         yield Message("int8 ranges: those learned during QAT")
-    return pt2e.to_model_file(folded, prepared, mf.norm, _base_meta(mf, slim=True), qparams)
+    return pt2e_storage.to_model_file(folded, prepared, mf.norm, _base_meta(mf, slim=True), qparams)
 
 
 @COMPRESS_METHODS.register("ptq")
@@ -291,7 +286,8 @@ def qat(net: UNet, mf: io.ModelFile, data: CompressData, cfg: CompressConfig, re
 @COMPRESS_METHODS.register("prune-unstructured")
 def prune_unstructured(net: UNet, mf: io.ModelFile, data: CompressData, cfg: CompressConfig, record: dict):
     """Global magnitude pruning of conv weights, a masked fine-tune, a sparse file (no speed-up)."""
-    from .prune import apply_masks, magnitude_masks, to_sparse_file
+    from ..kinds.sparse import to_sparse_file
+    from .prune import apply_masks, magnitude_masks
 
     masks = magnitude_masks(net, cfg.pruning_ratio)
     apply_masks(net, masks)

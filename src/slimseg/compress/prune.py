@@ -12,17 +12,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-import numpy as np
 import torch
 from torch import nn
 
-from .. import io
-from ..errors import InputError, ModelFileError
+from ..errors import InputError
 from ..model import UNet
-from ..segmenter import Segmenter
-
-SPARSE_KIND = "float-sparse"
-SPARSE_FORMAT = 1
 
 
 # -- unstructured -----------------------------------------------------------------------------------
@@ -56,53 +50,6 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         params[name].mul_(mask.to(params[name].dtype))
-
-
-def to_sparse_file(model: UNet, norm, meta: dict, masks: dict[str, torch.Tensor]) -> io.ModelFile:
-    """Masked weights as kept values + packed bit mask; everything else dense."""
-    tensors, shapes = {}, {}
-    for name, value in model.state_dict().items():
-        arr = value.detach().cpu().contiguous().numpy()
-        if name in masks:
-            keep = masks[name].numpy().reshape(-1)
-            tensors[name + ".values"] = arr.reshape(-1)[keep]
-            tensors[name + ".mask"] = np.packbits(keep)
-            shapes[name] = list(arr.shape)
-        else:
-            tensors[name] = arr
-    meta = dict(meta)
-    meta["sparse"] = {"format": SPARSE_FORMAT, "weights": shapes}
-    return io.ModelFile(model.config, norm, tensors, SPARSE_KIND, meta)
-
-
-def dense_tensors(mf: io.ModelFile) -> dict[str, np.ndarray]:
-    info = mf.meta.get("sparse") or {}
-    if not isinstance(info.get("format"), int) or info["format"] > SPARSE_FORMAT:
-        raise ModelFileError(f"this sparse model has layout version {info.get('format')}, newer than this "
-                             f"slimseg reads ({SPARSE_FORMAT}); upgrade napari-slimseg")
-    out = {k: v for k, v in mf.tensors.items() if not k.endswith((".values", ".mask"))}
-    try:
-        for name, shape in info["weights"].items():
-            size = int(np.prod(shape))
-            keep = np.unpackbits(mf.tensors[name + ".mask"], count=size).astype(bool)
-            dense = np.zeros(size, np.float32)
-            dense[keep] = mf.tensors[name + ".values"]
-            out[name] = dense.reshape(shape)
-    except (KeyError, ValueError) as err:
-        raise ModelFileError(f"the sparse model file is damaged ({err}); re-run slimseg compress") from None
-    return out
-
-
-def load_sparse(mf: io.ModelFile) -> Segmenter:
-    model = UNet(mf.model_config)
-    try:
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in dense_tensors(mf).items()})
-    except RuntimeError as err:
-        raise ModelFileError(f"the weights do not fit the stored model settings: {err}") from None
-    seg = Segmenter.from_module(model, mf.norm, dict(mf.meta))
-    seg.kind = SPARSE_KIND
-    seg.meta["runtime"] = "float32 eager (dense kernels: sparsity saves disk space, not time)"
-    return seg
 
 
 # -- structured -------------------------------------------------------------------------------------

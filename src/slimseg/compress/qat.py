@@ -11,8 +11,8 @@ import torch
 
 from ..data.patches import PatchSampler
 from ..events import Message
+from ..kinds import pt2e_graph
 from ..model import UNet
-from . import pt2e
 from .finetune import FinetuneSettings, finetune
 
 
@@ -27,11 +27,11 @@ def qat_finetune(folded: UNet, sampler: PatchSampler, settings: FinetuneSettings
     float model) where given. Returns the trained float U-Net, the learned (scale, zero point) per
     observer of the PTQ graph (None after too few steps, or where the QAT graph's observers do not
     line up with it: then the caller calibrates), and the fine-tuning record."""
-    pt2e.import_torchao()
+    pt2e_graph.import_torchao()
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    prepared = prepare_qat_pt2e(pt2e.export_core(folded, train=True), pt2e.quantizer(is_qat=True))
+    prepared = prepare_qat_pt2e(pt2e_graph.export_core(folded, train=True), pt2e_graph.quantizer(is_qat=True))
     move_exported_model_to_train(prepared)
     record = yield from finetune(prepared, sampler, settings, stage="QAT", teacher=teacher)
     move_exported_model_to_eval(prepared)
@@ -44,11 +44,11 @@ def qat_finetune(folded: UNet, sampler: PatchSampler, settings: FinetuneSettings
         yield Message(f"QAT ran {record['steps']} steps (< {MIN_STEPS_FOR_LEARNED_RANGES}): its moving-average "
                       "activation ranges have not settled; calibrating them on the fine-tuned weights instead")
         return trained, None, record
-    qat_roles = pt2e.observer_roles(prepared)
-    ptq_roles = pt2e.observer_roles(pt2e.prepare(trained))
+    qat_roles = pt2e_graph.observer_roles(prepared)
+    ptq_roles = pt2e_graph.observer_roles(pt2e_graph.prepare(trained))
     if qat_roles != ptq_roles:
         yield Message("QAT: the fake-quantised graph's observers differ from the int8 graph's; "
                       "recalibrating the activation ranges on the fine-tuned weights instead")
         return trained, None, record
     with torch.no_grad():
-        return trained, pt2e.read_qparams(prepared), record
+        return trained, pt2e_graph.read_qparams(prepared), record

@@ -56,14 +56,14 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _entry(item: Any, index: int) -> tuple[str, Segmenter, io.ModelFile | None, Path | None]:
+def _entry(item: Any, index: int, engine: str) -> tuple[str, Segmenter, io.ModelFile | None, Path | None]:
     name = None
     if isinstance(item, tuple) and len(item) == 2:
         name, item = item
     if isinstance(item, (str, Path)):
         path = Path(item)
         mf = io.load(path)
-        seg = from_model_file(mf, str(path))
+        seg = from_model_file(mf, str(path), engine)
         seg.meta.setdefault("path", str(path))
         return name or path.name, seg, mf, path
     if isinstance(item, Segmenter):
@@ -113,16 +113,17 @@ def _time(fn, x: torch.Tensor) -> float:
 def benchmark_events(models: Sequence[Any], images: Sequence[np.ndarray], labels: Sequence[np.ndarray] | None,
                      names: Sequence[str] | None = None, *, batch_sizes: Sequence[int] = (1, 8), tile: int = 512,
                      repeats: int = 5, warmup: int = 2, predict_cfg: PredictConfig | None = None,
-                     ) -> Generator[Any, None, list[dict[str, Any]]]:
+                     engine: str = "auto") -> Generator[Any, None, list[dict[str, Any]]]:
     """The generator behind :func:`benchmark` (yields progress events). ``predict_cfg`` None scores
-    each model with its own stored prediction settings (compressed models inherit their source's)."""
+    each model with its own stored prediction settings (compressed models inherit their source's);
+    ``engine`` is the int8 engine of the model files loaded here (``slimseg.kinds.ENGINES``)."""
     if not models:
         raise InputError("give at least one model to benchmark")
     if not images:
         raise InputError("give at least one image to benchmark on")
     if repeats < 1 or warmup < 0 or tile < 32 or any(b < 1 for b in batch_sizes):
         raise InputError("need repeats >= 1, warmup >= 0, tile >= 32 and batch sizes >= 1")
-    entries = [_entry(m, i) for i, m in enumerate(models)]
+    entries = [_entry(m, i, engine) for i, m in enumerate(models)]
     rows: list[dict[str, Any]] = []
     for name, seg, mf, path in entries:
         params, nonzero = parameter_counts(seg, mf)

@@ -3,7 +3,7 @@
 Quantisation and export work on the folded model (``norm="none"``, every conv with a bias,
 :func:`slimseg.model.fold_batchnorm`), which computes the same function as the BatchNorm model in
 eval mode. The padding of odd sizes happens outside the exported graph (:func:`padded`), so one
-graph serves every multiple of the size step.
+graph serves every multiple of the size step (:func:`dynamic_example`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ class Core(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_core(x)
+
+
+def dynamic_example(cin: int, multiple: int) -> tuple[tuple[torch.Tensor], tuple[dict]]:
+    """An example input and the dynamic shapes of an export: any batch, heights and widths that
+    are multiples of ``multiple``."""
+    from torch.export import Dim
+
+    example = torch.rand(2, cin, 2 * multiple, 2 * multiple)
+    dims = {0: Dim("batch", min=1, max=4096), 2: multiple * Dim("h", min=1, max=1 << 16),
+            3: multiple * Dim("w", min=1, max=1 << 16)}
+    return (example,), (dims,)
 
 
 def padded(fn: Callable[[torch.Tensor], torch.Tensor], multiple: int) -> Callable[[torch.Tensor], torch.Tensor]:
