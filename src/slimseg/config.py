@@ -114,6 +114,10 @@ class TrainConfig:
             if not ok:
                 raise InputError(message)
 
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch: ``patches_per_epoch`` in batches, the last one counted whole."""
+        return max(1, -(-self.patches_per_epoch // self.batch_size))
+
 
 @dataclass
 class PredictConfig:

@@ -103,7 +103,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> Generator[Any, None, TrainResult]:
         cfg = self.config
-        steps_per_epoch = max(1, math.ceil(cfg.patches_per_epoch / cfg.batch_size))
+        steps_per_epoch = cfg.steps_per_epoch()
         total_steps = steps_per_epoch * cfg.epochs
         budget = cfg.minutes * 60 if cfg.minutes else math.inf
         opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
