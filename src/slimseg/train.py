@@ -25,7 +25,7 @@ from .device import resolve_device, tune_malloc, use_bf16
 from .errors import InputError
 from .events import EpochEnd, Message, StepEnd, run
 from .losses import parse_loss
-from .metrics import confusion, pixel_scores
+from .metrics import pooled_dice
 from .model import UNet, count_parameters, recalibrate_batchnorm
 from .optim import Plateau, lr_factor, make_optimizer
 from .predict import predict_probabilities
@@ -186,11 +186,7 @@ class Trainer:
         self.model.eval()
         if not self.val:
             return float("nan")
-        counts = None
-        for probs, lab in zip(self._val_probabilities(), (lab for _, lab in self.val)):
-            c = confusion(probs[0] > 0.5, lab)
-            counts = c if counts is None else counts + c
-        return pixel_scores(counts)["dice"]
+        return pooled_dice((p[0] > 0.5 for p in self._val_probabilities()), [lab for _, lab in self.val])
 
     def _val_probabilities(self):
         cfg = PredictConfig(tile=512, overlap=32, batch_size=4)
