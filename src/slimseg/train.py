@@ -28,12 +28,13 @@ from .losses import parse_loss
 from .metrics import pooled_dice
 from .model import UNet, count_parameters, recalibrate_batchnorm
 from .optim import Plateau, lr_factor, make_optimizer
-from .predict import predict_probabilities
+from .predict import image_probabilities
 from .segmenter import Segmenter
 from .tune import tune_thresholds
 
 BN_BATCHES_EPOCH = 4
 BN_BATCHES_FINAL = 16
+VAL_PREDICT = PredictConfig(tile=512, overlap=32, batch_size=4)  # how validation images are predicted
 
 
 @dataclass
@@ -186,13 +187,11 @@ class Trainer:
         self.model.eval()
         if not self.val:
             return float("nan")
-        return pooled_dice((p[0] > 0.5 for p in self._val_probabilities()), [lab for _, lab in self.val])
+        return pooled_dice([p[0] > 0.5 for p in self._val_probabilities()], [lab for _, lab in self.val])
 
-    def _val_probabilities(self):
-        cfg = PredictConfig(tile=512, overlap=32, batch_size=4)
-        for img, _ in self.val:
-            yield run(predict_probabilities(self._infer, img, self.norm, cfg, self.model_config.in_channels,
-                                            self.model_config.out_channels))
+    def _val_probabilities(self) -> list[np.ndarray]:
+        return run(image_probabilities(self._infer, [img for img, _ in self.val], self.norm, VAL_PREDICT,
+                                       self.model_config.in_channels, self.model_config.out_channels))
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -206,9 +205,8 @@ class Trainer:
         recalibrate_batchnorm(self.model, self._bn_batches(), BN_BATCHES_FINAL)
         self.model.eval()
         if self.val:
-            probs = [p.astype(np.float32) for p in self._val_probabilities()]
             self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
-                probs, [lab for _, lab in self.val])
+                self._val_probabilities(), [lab for _, lab in self.val])
         model = UNet(self.model_config)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         self._result.model = model.eval()

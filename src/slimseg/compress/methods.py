@@ -16,7 +16,7 @@ from .. import __version__, io
 from ..config import to_dict
 from ..device import cpu_flags, use_bf16
 from ..errors import InputError
-from ..events import Message, Progress
+from ..events import Message
 from ..metrics import pooled_dice
 from ..model import UNet, count_parameters, fold_batchnorm, recalibrate_batchnorm
 from ..segmenter import predict_config_of
@@ -127,7 +127,7 @@ def _probabilities(mf: io.ModelFile, data: CompressData, pick: Sequence[int], st
                    ) -> Generator[Any, None, list[np.ndarray]]:
     """The model's probabilities on the (normalised) images ``pick`` of ``data``."""
     from ..data.normalize import Normalizer
-    from ..predict import predict_probabilities
+    from ..predict import image_probabilities
     from ..segmenter import from_model_file
 
     if mf.kind == "int8-pt2e":
@@ -136,16 +136,9 @@ def _probabilities(mf: io.ModelFile, data: CompressData, pick: Sequence[int], st
         seg = pt2e.load(mf, engine="lowered")  # numerically the compiled kernels, without compiling per size
     else:
         seg = from_model_file(mf)
-    base = predict_config_of(mf.meta)
-    probs = []
-    for n, i in enumerate(pick):
-        img = data.images[i]
-        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-        p = yield from predict_probabilities(seg.model_fn, img, Normalizer(0.0, 1.0), base,
-                                             mf.model_config.in_channels, mf.model_config.out_channels)
-        probs.append(p.astype(np.float32))
-        yield Progress(stage, n + 1, len(pick))
-    return probs
+    images = [img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1) for img in (data.images[i] for i in pick)]
+    return (yield from image_probabilities(seg.model_fn, images, Normalizer(0.0, 1.0), predict_config_of(mf.meta),
+                                           mf.model_config.in_channels, mf.model_config.out_channels, stage))
 
 
 def check_source(model: io.ModelFile, cfg: CompressConfig) -> None:
