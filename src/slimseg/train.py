@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +22,14 @@ from .data.normalize import Normalizer
 from .data.patches import PatchSampler, split_indices, targets_from_labels
 from .device import resolve_device, tune_malloc, use_bf16
 from .errors import InputError
-from .events import EpochEnd, Message, StepEnd, run
+from .events import EpochEnd, Message, run
 from .losses import parse_loss
 from .metrics import pooled_dice
 from .model import UNet, count_parameters, recalibrate_batchnorm
 from .optim import Plateau, lr_factor, make_optimizer
 from .predict import image_probabilities
 from .segmenter import Segmenter
+from .steps import StepLoop
 from .tune import tune_thresholds
 
 BN_BATCHES_EPOCH = 4
@@ -105,36 +105,23 @@ class Trainer:
     def fit(self) -> Generator[Any, None, TrainResult]:
         cfg = self.config
         steps_per_epoch = cfg.steps_per_epoch()
-        total_steps = steps_per_epoch * cfg.epochs
-        budget = cfg.minutes * 60 if cfg.minutes else math.inf
         opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
-        base_lrs = [g["lr"] for g in opt.param_groups]
         plateau = Plateau() if cfg.schedule == "plateau" else None
         tune_malloc()
         yield Message(
             f"training on {self.device.type}{' with bf16 autocast' if self.bf16 else ''}: "
             f"{len(self.split['train'])} train / {len(self.split['val'])} validation images, "
             f"{count_parameters(self.model):,} parameters, {cfg.optimizer} + {self.loss_fn}")
-        start = time.perf_counter()
-        step, stale, best = 0, 0, -math.inf
+        loop = StepLoop(self.model, self.sampler, self.loss_fn, opt, cfg.batch_size,
+                        lambda p: lr_factor(cfg.schedule, p) * (plateau.scale if plateau else 1.0),
+                        total_steps=steps_per_epoch * cfg.epochs,
+                        budget_s=cfg.minutes * 60 if cfg.minutes else math.inf,
+                        device=self.device, bf16=self.bf16, channels_last=cfg.channels_last)
+        stale, best = 0, -math.inf
         self._result.stop_reason = "epochs"
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
-            losses = []
-            for _ in range(steps_per_epoch):
-                elapsed = time.perf_counter() - start
-                progress = max(step / total_steps, elapsed / budget)
-                scale = lr_factor(cfg.schedule, progress) * (plateau.scale if plateau else 1.0)
-                for g, lr0 in zip(opt.param_groups, base_lrs):
-                    g["lr"] = lr0 * scale
-                loss = self._step(opt)
-                losses.append(loss)
-                step += 1
-                yield StepEnd(step, epoch, loss, opt.param_groups[0]["lr"])
-                if time.perf_counter() - start >= budget:
-                    break
-            if not all(map(math.isfinite, losses)):
-                raise InputError("the loss became NaN or infinite; lower the learning rate (--lr)")
+            losses = yield from loop.run(steps_per_epoch, epoch)
             val = self._validate(BN_BATCHES_EPOCH)
             score = val if self.val else -float(np.mean(losses))
             is_best = score > best
@@ -146,13 +133,13 @@ class Trainer:
                 stale += 1
             if plateau:
                 plateau.update(score)
-            elapsed = time.perf_counter() - start
-            row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "val_dice": val,
+            elapsed = loop.elapsed()
+            row = {"epoch": epoch, "step": loop.step, "train_loss": float(np.mean(losses)), "val_dice": val,
                    "lr": opt.param_groups[0]["lr"], "elapsed_s": elapsed}
             self._result.history.append(row)
-            yield EpochEnd(epoch, step, row["train_loss"], val, self._result.best_val_dice, is_best,
+            yield EpochEnd(epoch, loop.step, row["train_loss"], val, self._result.best_val_dice, is_best,
                            elapsed, row["lr"])
-            if elapsed >= budget:
+            if elapsed >= loop.budget_s:
                 self._result.stop_reason = "time budget"
                 break
             if cfg.patience is not None and stale >= cfg.patience:
@@ -160,18 +147,6 @@ class Trainer:
                 yield Message(f"early stopping: no better validation Dice for {cfg.patience} epochs")
                 break
         return self.result()
-
-    def _step(self, opt: torch.optim.Optimizer) -> float:
-        x, y = self.sampler.batch(self.config.batch_size)
-        x = self._to_device(torch.from_numpy(x))
-        y = torch.from_numpy(y).to(self.device, torch.float32) / 255.0
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)

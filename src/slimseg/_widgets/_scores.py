@@ -65,7 +65,8 @@ def _overall_progress(job: Generator, name: str, done_before: int, total: int) -
         except StopIteration as stop:
             return stop.value
         if isinstance(event, Progress) and event.stage == "evaluate":
-            event = Progress("compare", done_before + event.done, total, f"{name}: image {event.done} of {event.total}")
+            event = Progress("compare", done_before + event.done, total,
+                             f"{name}: image {event.done} of {event.total}")
         yield event
 
 
