@@ -139,6 +139,10 @@ class TrainConfig:
                 raise InputError(message)
         check_choices(self)
 
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch: ``patches_per_epoch`` in batches, the last one counted whole."""
+        return max(1, -(-self.patches_per_epoch // self.batch_size))
+
 
 @dataclass
 class PredictConfig:

@@ -130,6 +130,22 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
+def _pooled_prf(instance: list[dict[str, float]]) -> tuple[float, float, float]:
+    """Instance precision, recall, F1 of per-image :func:`instance_scores`, pooled (counts summed)."""
+    return prf(*(sum(int(s[k]) for s in instance) for k in ("tp", "fp", "fn")))
+
+
+def pooled_dice(masks, truths) -> float:
+    """Pixel Dice of binary masks against ground truth, pooled over the images (counts summed)."""
+    total = sum((confusion(m, t) for m, t in zip(masks, truths, strict=True)), Counts(0, 0, 0, 0))
+    return pixel_scores(total)["dice"]
+
+
+def pooled_instance_f1(preds, truths) -> float:
+    """Instance F1 at IoU 0.5 of paired instance-label images, pooled over them (counts summed)."""
+    return _pooled_prf([instance_scores(p, t) for p, t in zip(preds, truths, strict=True)])[2]
+
+
 @dataclass
 class SegmentationScores:
     """Accumulates pixel and instance results image by image; :meth:`summary` states aggregation."""
@@ -155,10 +171,7 @@ class SegmentationScores:
         out: dict[str, float] = {"n_images": n, **pooled}
         for key in ("dice", "jaccard", "precision", "recall"):
             out[f"{key}_mean"] = float(np.mean([s[key] for s in per_image]))
-        tp = sum(int(s["tp"]) for s in self.instance)
-        fp = sum(int(s["fp"]) for s in self.instance)
-        fn = sum(int(s["fn"]) for s in self.instance)
-        out["instance_precision"], out["instance_recall"], out["instance_f1"] = prf(tp, fp, fn)
+        out["instance_precision"], out["instance_recall"], out["instance_f1"] = _pooled_prf(self.instance)
         out["dsb_score"] = float(np.mean([s["dsb_score"] for s in self.instance]))
         return out
 

@@ -7,7 +7,7 @@ pixel and channel), so memory grows with the image only by the output itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,20 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
                 wacc[:, x:x + tw] += window
         yield Progress("predict", row + 1, len(ys))
     out[:, lo:lo + th] = acc / wacc
+    return out
+
+
+def image_probabilities(model_fn: ModelFn, images: Sequence[np.ndarray], norm: NormConfig | Normalizer,
+                        cfg: PredictConfig = PredictConfig(), in_channels: int = 1, out_channels: int = 2,
+                        stage: str | None = None) -> Generator[Progress, None, list[np.ndarray]]:
+    """float32 probabilities of each image (validation, threshold tuning, checks); yields the tile
+    rows' progress and, with ``stage``, one ``Progress(stage, ...)`` per image."""
+    out = []
+    for n, image in enumerate(images):
+        probs = yield from predict_probabilities(model_fn, image, norm, cfg, in_channels, out_channels)
+        out.append(probs.astype(np.float32))
+        if stage is not None:
+            yield Progress(stage, n + 1, len(images))
     return out
 
 

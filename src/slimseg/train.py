@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,17 +22,19 @@ from .data.normalize import Normalizer
 from .data.patches import PatchSampler, split_indices, targets_from_labels
 from .device import resolve_device, use_bf16
 from .errors import InputError
-from .events import EpochEnd, Message, StepEnd, run
+from .events import EpochEnd, Message, run
 from .losses import parse_loss
-from .metrics import confusion, pixel_scores
+from .metrics import pooled_dice
 from .model import UNet, count_parameters, recalibrate_batchnorm
 from .optim import Plateau, lr_factor, make_optimizer
-from .predict import predict_probabilities
+from .predict import image_probabilities
 from .segmenter import Segmenter
+from .steps import StepLoop
 from .tune import tune_thresholds
 
 BN_BATCHES_EPOCH = 4
 BN_BATCHES_FINAL = 16
+VAL_PREDICT = PredictConfig(tile=512, overlap=32, batch_size=4)  # how validation images are predicted
 
 
 @dataclass
@@ -103,36 +104,23 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> Generator[Any, None, TrainResult]:
         cfg = self.config
-        steps_per_epoch = max(1, math.ceil(cfg.patches_per_epoch / cfg.batch_size))
-        total_steps = steps_per_epoch * cfg.epochs
-        budget = cfg.minutes * 60 if cfg.minutes else math.inf
+        steps_per_epoch = cfg.steps_per_epoch()
         opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
-        base_lrs = [g["lr"] for g in opt.param_groups]
         plateau = Plateau() if cfg.schedule == "plateau" else None
         yield Message(
             f"training on {self.device.type}{' with bf16 autocast' if self.bf16 else ''}: "
             f"{len(self.split['train'])} train / {len(self.split['val'])} validation images, "
             f"{count_parameters(self.model):,} parameters, {cfg.optimizer} + {self.loss_fn}")
-        start = time.perf_counter()
-        step, stale, best = 0, 0, -math.inf
+        loop = StepLoop(self.model, self.sampler, self.loss_fn, opt, cfg.batch_size,
+                        lambda p: lr_factor(cfg.schedule, p) * (plateau.scale if plateau else 1.0),
+                        total_steps=steps_per_epoch * cfg.epochs,
+                        budget_s=cfg.minutes * 60 if cfg.minutes else math.inf,
+                        device=self.device, bf16=self.bf16, channels_last=cfg.channels_last)
+        stale, best = 0, -math.inf
         self._result.stop_reason = "epochs"
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
-            losses = []
-            for _ in range(steps_per_epoch):
-                elapsed = time.perf_counter() - start
-                progress = max(step / total_steps, elapsed / budget)
-                scale = lr_factor(cfg.schedule, progress) * (plateau.scale if plateau else 1.0)
-                for g, lr0 in zip(opt.param_groups, base_lrs):
-                    g["lr"] = lr0 * scale
-                loss = self._step(opt)
-                losses.append(loss)
-                step += 1
-                yield StepEnd(step, epoch, loss, opt.param_groups[0]["lr"])
-                if time.perf_counter() - start >= budget:
-                    break
-            if not all(map(math.isfinite, losses)):
-                raise InputError("the loss became NaN or infinite; lower the learning rate (--lr)")
+            losses = yield from loop.run(steps_per_epoch, epoch)
             val = self._validate(BN_BATCHES_EPOCH)
             score = val if self.val else -float(np.mean(losses))
             is_best = score > best
@@ -144,13 +132,13 @@ class Trainer:
                 stale += 1
             if plateau:
                 plateau.update(score)
-            elapsed = time.perf_counter() - start
-            row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "val_dice": val,
+            elapsed = loop.elapsed()
+            row = {"epoch": epoch, "step": loop.step, "train_loss": float(np.mean(losses)), "val_dice": val,
                    "lr": opt.param_groups[0]["lr"], "elapsed_s": elapsed}
             self._result.history.append(row)
-            yield EpochEnd(epoch, step, row["train_loss"], val, self._result.best_val_dice, is_best,
+            yield EpochEnd(epoch, loop.step, row["train_loss"], val, self._result.best_val_dice, is_best,
                            elapsed, row["lr"])
-            if elapsed >= budget:
+            if elapsed >= loop.budget_s:
                 self._result.stop_reason = "time budget"
                 break
             if cfg.patience is not None and stale >= cfg.patience:
@@ -158,18 +146,6 @@ class Trainer:
                 yield Message(f"early stopping: no better validation Dice for {cfg.patience} epochs")
                 break
         return self.result()
-
-    def _step(self, opt: torch.optim.Optimizer) -> float:
-        x, y = self.sampler.batch(self.config.batch_size)
-        x = self._to_device(torch.from_numpy(x))
-        y = torch.from_numpy(y).to(self.device, torch.float32) / 255.0
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)
@@ -185,17 +161,11 @@ class Trainer:
         self.model.eval()
         if not self.val:
             return float("nan")
-        counts = None
-        for probs, lab in zip(self._val_probabilities(), (lab for _, lab in self.val)):
-            c = confusion(probs[0] > 0.5, lab)
-            counts = c if counts is None else counts + c
-        return pixel_scores(counts)["dice"]
+        return pooled_dice([p[0] > 0.5 for p in self._val_probabilities()], [lab for _, lab in self.val])
 
-    def _val_probabilities(self):
-        cfg = PredictConfig(tile=512, overlap=32, batch_size=4)
-        for img, _ in self.val:
-            yield run(predict_probabilities(self._infer, img, self.norm, cfg, self.model_config.in_channels,
-                                            self.model_config.out_channels))
+    def _val_probabilities(self) -> list[np.ndarray]:
+        return run(image_probabilities(self._infer, [img for img, _ in self.val], self.norm, VAL_PREDICT,
+                                       self.model_config.in_channels, self.model_config.out_channels))
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -209,9 +179,8 @@ class Trainer:
         recalibrate_batchnorm(self.model, self._bn_batches(), BN_BATCHES_FINAL)
         self.model.eval()
         if self.val:
-            probs = [p.astype(np.float32) for p in self._val_probabilities()]
             self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
-                probs, [lab for _, lab in self.val])
+                self._val_probabilities(), [lab for _, lab in self.val])
         model = UNet(self.model_config)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         self._result.model = model.eval()

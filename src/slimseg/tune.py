@@ -9,11 +9,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from .config import PredictConfig
-from .metrics import instance_scores, prf
+from .metrics import pooled_instance_f1
 from .predict import labels_from_probabilities
 
 THRESHOLDS = (0.4, 0.5, 0.6)
 SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def instance_f1(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: PredictConfig) -> float:
+    """Instance F1 (IoU 0.5, pooled over the images) of the instances ``cfg`` makes of ``probabilities``."""
+    return pooled_instance_f1((labels_from_probabilities(p, cfg) for p in probabilities), labels)
 
 
 def tune_thresholds(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray],
@@ -23,11 +28,7 @@ def tune_thresholds(probabilities: Sequence[np.ndarray], labels: Sequence[np.nda
     for thr in THRESHOLDS:
         for seed_thr in SEED_THRESHOLDS:
             cfg = dataclasses.replace(base, threshold=thr, seed_threshold=seed_thr)
-            tp = fp = fn = 0
-            for probs, lab in zip(probabilities, labels):
-                s = instance_scores(labels_from_probabilities(probs, cfg), lab)
-                tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
-            f1 = prf(tp, fp, fn)[2]
+            f1 = instance_f1(probabilities, labels, cfg)
             if f1 > best_f1 + 1e-9:
                 best, best_f1 = cfg, f1
     return best, best_f1

@@ -234,7 +234,7 @@ def test_qat_keeps_whichever_int8_model_scores_better_on_held_out_images(source,
 
     images, labels = disks
     scores = iter([start_dice, qat_dice])
-    monkeypatch.setattr(methods, "_pooled_dice", lambda *args: next(scores))
+    monkeypatch.setattr(methods, "pooled_dice", lambda *args: next(scores))
     mf = run(compress(source, images, labels, CompressConfig(method="qat", max_steps=2, recalibrate_bn=False, **FAST)))
     check = mf.meta["compression"]["check"]
     assert check == {"images": 1, "dice_calibrated_start": start_dice, "dice_after_qat": qat_dice, "kept": kept}

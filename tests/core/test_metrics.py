@@ -3,7 +3,7 @@ import pytest
 
 from slimseg.errors import InputError
 from slimseg.metrics import (SegmentationScores, confusion, instance_scores, iou_matrix, match_counts,
-                             pixel_scores, score_images)
+                             pixel_scores, pooled_dice, pooled_instance_f1, score_images)
 
 
 def test_confusion_and_pixel_scores_hand_computed():
@@ -85,6 +85,21 @@ def test_pooled_vs_per_image_mean_differ_as_stated():
     assert s["dice_mean"] == pytest.approx(0.5)
     assert s["n_images"] == 2
     assert s["instance_f1"] == pytest.approx(2 * 1 / (2 + 1 + 1))
+
+
+def test_pooled_dice_and_instance_f1_sum_counts_over_images():
+    big_t = np.zeros((10, 10), int)
+    big_t[:, :5] = 1
+    small_t, small_p = np.array([[1, 0]]), np.array([[0, 1]])
+    assert pooled_dice([big_t > 0, small_p > 0], [big_t, small_t]) == pytest.approx(100 / 102)
+    assert pooled_dice([], []) == 1.0  # nothing anywhere: perfect, as for one empty image
+    # image 1: one object found, image 2: one missed and one spurious -> TP 1, FP 1, FN 1
+    assert pooled_instance_f1([big_t, small_p], [big_t, small_t]) == pytest.approx(2 / (2 + 1 + 1))
+    acc = SegmentationScores()
+    acc.add(big_t, big_t), acc.add(small_p, small_t)
+    assert acc.summary()["instance_f1"] == pooled_instance_f1([big_t, small_p], [big_t, small_t])
+    with pytest.raises(ValueError):
+        pooled_dice([big_t], [big_t, small_t])  # unpaired
 
 
 def test_score_images_checks_shapes():

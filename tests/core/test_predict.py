@@ -7,7 +7,7 @@ from slimseg.config import NormConfig, PredictConfig
 from slimseg.data.normalize import Normalizer
 from slimseg.events import Progress, run
 from slimseg.instances import split_instances
-from slimseg.predict import labels_from_probabilities, predict, predict_probabilities
+from slimseg.predict import image_probabilities, labels_from_probabilities, predict, predict_probabilities
 
 
 def local_model(x: torch.Tensor) -> torch.Tensor:
@@ -33,6 +33,26 @@ def test_progress_per_tile_row():
     out = run(gen, events.append)
     assert [e.done for e in events] == [1, 2, 3, 4] and all(isinstance(e, Progress) for e in events)
     assert out.shape == (2, 100, 40)
+
+
+def test_image_probabilities_are_float32_with_progress_per_image():
+    images = [np.zeros((100, 40), np.uint8), np.full((20, 30), 0.5, np.float32)]
+    events = []
+    out = run(image_probabilities(local_model, images, Normalizer(0.0, 1.0), PredictConfig(tile=32, overlap=4),
+                                  stage="check"), events.append)
+    assert [p.shape for p in out] == [(2, 100, 40), (2, 20, 30)] and all(p.dtype == np.float32 for p in out)
+    np.testing.assert_allclose(out[1][0], 1 / (1 + np.exp(0.0)), atol=2e-3)
+    mine = [(e.done, e.total) for e in events if e.stage == "check"]
+    assert mine == [(1, 2), (2, 2)] and events[-1].stage == "check"
+    assert [e.stage for e in events].count("predict") == 4 + 1  # the tile rows pass through
+    assert not [e for e in run_events(image_probabilities(local_model, images, Normalizer(0.0, 1.0)))
+                if e.stage != "predict"]  # no stage: tile rows only
+
+
+def run_events(gen):
+    events = []
+    run(gen, events.append)
+    return events
 
 
 def test_blending_uses_all_tiles():

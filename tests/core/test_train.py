@@ -66,6 +66,14 @@ def test_time_budget_and_early_stopping(disks):
     assert result.stop_reason == "early stopping"
 
 
+def test_steps_per_epoch_counts_a_last_partial_batch(disks):
+    assert [cfg(patches_per_epoch=n).steps_per_epoch() for n in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+    images, labels = disks
+    events = []
+    run(Trainer(images, labels, cfg(epochs=2, patches_per_epoch=10), TINY).fit(), events.append)
+    assert [e.step for e in events if isinstance(e, EpochEnd)] == [3, 6]
+
+
 def test_bad_names_fail_before_training(disks):
     images, labels = disks
     with pytest.raises(InputError, match="rmsprop"):

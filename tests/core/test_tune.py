@@ -4,7 +4,7 @@ from slimseg import io
 from slimseg.config import ModelConfig, NormConfig, PredictConfig
 from slimseg.model import UNet
 from slimseg.segmenter import load_segmenter
-from slimseg.tune import tune_thresholds
+from slimseg.tune import instance_f1, tune_thresholds
 
 
 def test_tuning_picks_the_seed_threshold_that_splits_touching_objects():
@@ -18,6 +18,8 @@ def test_tuning_picks_the_seed_threshold_that_splits_touching_objects():
     cfg, f1 = tune_thresholds([probs], [lab], PredictConfig(min_size=1))
     assert cfg.seed_threshold >= 0.7 and f1 == 1.0
     assert cfg.min_size == 1  # other settings kept
+    assert instance_f1([probs], [lab], cfg) == f1
+    assert instance_f1([probs], [lab], PredictConfig(min_size=1, seed_threshold=0.6)) == 0.0  # one merged object
 
 
 def test_tuned_settings_travel_in_the_model_file(tmp_path):

@@ -4,9 +4,7 @@ images, the results table, its CSV file, and the false-positive / false-negative
 from __future__ import annotations
 
 import csv
-import statistics
 import tempfile
-import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,32 +38,36 @@ def model_size_mb(mf: io.ModelFile) -> float:
 def score_models(models: Sequence[tuple[str, io.ModelFile]], images: Sequence[np.ndarray],
                  truths: Sequence[np.ndarray], settings: dict[str, Any] | None = None
                  ) -> Generator[Progress, None, tuple[dict, dict]]:
-    """Segment every image with every model, each with its own (tuned) prediction settings changed by
-    ``settings``; return (rows: name -> scores, predictions: name -> labels per image). Latency is the
-    median wall time of one image's segmentation (tiles + instances) after a warm-up run."""
-    from ..metrics import SegmentationScores
+    """Score every model on the same images with :func:`slimseg.evaluate.score_model` (warmed up, its
+    end-to-end latency per image), each with its own (tuned) prediction settings changed by
+    ``settings``; return (rows: name -> scores, predictions: name -> labels per image)."""
+    from ..evaluate import score_model
     from ._session import runnable
 
     rows, predictions = {}, {}
     total = len(models) * len(images)
     for m, (name, mf) in enumerate(models):
         seg = runnable(mf, name)
-        cfg = seg.settings(**(settings or {}))
-        warm = images[0][:64, :64]
-        yield from seg.predict(warm, cfg)
-        acc, times, labels = SegmentationScores(), [], []
-        for k, (image, truth) in enumerate(zip(images, truths)):
-            start = time.perf_counter()
-            pred = yield from seg.predict(image, cfg)
-            times.append(time.perf_counter() - start)
-            acc.add(pred.labels, truth)
-            labels.append(pred.labels)
-            yield Progress("compare", m * len(images) + k + 1, total, f"{name}: image {k + 1} of {len(images)}")
-        summary = acc.summary()
-        rows[name] = {**{key: summary[key] for key, _ in COLUMNS[:7]},
-                      "size_mb": model_size_mb(mf), "latency_ms": 1000 * statistics.median(times)}
-        predictions[name] = labels
+        scores = yield from _overall_progress(
+            score_model(seg, images, truths, seg.settings(**(settings or {})), warm_up=True, keep_labels=True),
+            name, m * len(images), total)
+        rows[name] = {**{key: scores.summary[key] for key, _ in COLUMNS[:7]},
+                      "size_mb": model_size_mb(mf), "latency_ms": scores.latency_ms}
+        predictions[name] = scores.labels
     return rows, predictions
+
+
+def _overall_progress(job: Generator, name: str, done_before: int, total: int) -> Generator[Any, None, Any]:
+    """``job``'s events, its per-image progress turned into the comparison's overall ``compare`` progress."""
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, Progress) and event.stage == "evaluate":
+            event = Progress("compare", done_before + event.done, total,
+                             f"{name}: image {event.done} of {event.total}")
+        yield event
 
 
 def write_csv(rows: dict[str, dict[str, float]], path: str | Path, overwrite: bool = False) -> Path:

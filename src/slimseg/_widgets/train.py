@@ -165,7 +165,7 @@ class TrainWidget(JobHost, Container):
             return None
         self.plot.clear()
         self.progress.value = 0
-        self._t0, self._total_steps = time.perf_counter(), cfg.epochs * -(-cfg.patches_per_epoch // cfg.batch_size)
+        self._t0, self._total_steps = time.perf_counter(), cfg.epochs * cfg.steps_per_epoch()
         self._budget_s = cfg.minutes * 60 if cfg.minutes else None
 
         def body(stop):

@@ -1,22 +1,20 @@
-"""A short fine-tuning loop (pruning recovery and QAT) under a wall-clock and step budget."""
+"""Short fine-tuning (pruning recovery and QAT) under a wall-clock and step budget, on the trainer's
+step loop (:class:`slimseg.steps.StepLoop`)."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.patches import PatchSampler
-from ..errors import InputError
-from ..events import Message, Progress, StepEnd
+from ..events import Message
 from ..losses import parse_loss
 from ..optim import default_lr, lr_factor, make_optimizer
+from ..steps import StepLoop
 
 
 @dataclass
@@ -53,44 +51,15 @@ def finetune(model: nn.Module, sampler: PatchSampler, settings: FinetuneSettings
     params = [p for p in model.parameters() if p.requires_grad]
     lr0 = settings.base_lr()
     opt = make_optimizer(settings.optimizer, params, lr0)
-    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     yield Message(f"{stage}: up to {settings.minutes:g} min" + (f" / {max_steps} steps" if max_steps else "")
                   + f", {settings.optimizer} lr {lr0:.1e}, {loss_fn}" + (", bf16 autocast" if settings.bf16 else ""))
-    start = time.perf_counter()
-    losses: list[float] = []
-    step = 0
-    while True:
-        elapsed = time.perf_counter() - start
-        progress = max(elapsed / budget, step / max_steps if max_steps else 0.0)
-        if progress >= 1.0:
-            break
-        lr = lr0 * lr_factor("cosine", progress)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x, y = sampler.batch(settings.batch_size)
-        x = torch.from_numpy(x).contiguous(memory_format=fmt)
-        y = torch.from_numpy(y).float() / 255.0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
-            logits = model(x)
-            if teacher is not None:
-                with torch.no_grad():
-                    soft = torch.sigmoid(teacher(x).float())
-        loss = loss_fn(logits.float(), y)
-        if teacher is not None:
-            loss = 0.5 * loss + 0.5 * F.binary_cross_entropy_with_logits(logits.float(), soft)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if after_step is not None:
-            after_step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise InputError(f"{stage}: the loss became NaN or infinite; lower the learning rate")
-        losses.append(value)
-        step += 1
-        yield StepEnd(step, 1, value, lr)
-        yield Progress(stage, step, max_steps or 0, f"step {step}, loss {value:.4f}" if step % 10 == 0 else "")
-    seconds = time.perf_counter() - start
+    loop = StepLoop(model, sampler, loss_fn, opt, settings.batch_size, lambda p: lr_factor("cosine", p),
+                    total_steps=max_steps or math.inf, budget_s=budget, bf16=settings.bf16,
+                    channels_last=settings.channels_last, teacher=teacher, after_step=after_step, stage=stage,
+                    progress_events=True)
+    losses = yield from loop.run()
+    step = loop.step
+    seconds = loop.elapsed()
     tenth = max(1, len(losses) // 10)
     record = {"steps": step, "seconds": round(seconds, 1),
               "loss_first": float(sum(losses[:tenth]) / tenth) if losses else float("nan"),

@@ -16,7 +16,8 @@ from .. import __version__, io
 from ..config import to_dict
 from ..device import cpu_flags, use_bf16
 from ..errors import InputError
-from ..events import Message, Progress
+from ..events import Message
+from ..metrics import pooled_dice
 from ..model import UNet, count_parameters, fold_batchnorm, recalibrate_batchnorm
 from ..segmenter import predict_config_of
 from .config import COMPRESS_METHODS, PRUNING, QUANTIZING, CompressConfig
@@ -95,7 +96,7 @@ def _retune_thresholds(mf: io.ModelFile, data: CompressData, cfg: CompressConfig
     centredness map is, and the float model's seed threshold can then merge or miss nuclei. The
     inherited thresholds stay unless the new ones gain ``TUNE_MARGIN`` instance F1 there (a few
     images are a noisy judge)."""
-    from ..tune import tune_thresholds
+    from ..tune import instance_f1, tune_thresholds
 
     rng = np.random.default_rng(cfg.seed)
     pick = sorted(rng.choice(len(data.images), size=min(TUNE_IMAGES, len(data.images)), replace=False))
@@ -103,7 +104,7 @@ def _retune_thresholds(mf: io.ModelFile, data: CompressData, cfg: CompressConfig
     probs = yield from _probabilities(mf, data, pick, "tune thresholds")
     labels = [data.labels[i] for i in pick]
     tuned, f1 = tune_thresholds(probs, labels, base)
-    base_f1 = _pooled_instance_f1(probs, labels, base)
+    base_f1 = instance_f1(probs, labels, base)
     changed = f1 > base_f1 + TUNE_MARGIN
     if changed:
         mf.meta["predict"] = to_dict(tuned)
@@ -126,38 +127,13 @@ def _probabilities(mf: io.ModelFile, data: CompressData, pick: Sequence[int], st
                    ) -> Generator[Any, None, list[np.ndarray]]:
     """The model's probabilities on the (normalised) images ``pick`` of ``data``."""
     from ..data.normalize import Normalizer
-    from ..predict import predict_probabilities
+    from ..predict import image_probabilities
     from ..segmenter import from_model_file
 
     seg = from_model_file(mf, engine="lowered")  # int8: the compiled kernels' numbers, not compiled per size
-    base = predict_config_of(mf.meta)
-    probs = []
-    for n, i in enumerate(pick):
-        img = data.images[i]
-        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-        p = yield from predict_probabilities(seg.model_fn, img, Normalizer(0.0, 1.0), base,
-                                             mf.model_config.in_channels, mf.model_config.out_channels)
-        probs.append(p.astype(np.float32))
-        yield Progress(stage, n + 1, len(pick))
-    return probs
-
-
-def _pooled_dice(probs, labels, threshold: float) -> float:
-    from ..metrics import Counts, confusion, pixel_scores
-
-    total = sum((confusion(p[0] > threshold, lab) for p, lab in zip(probs, labels)), Counts(0, 0, 0, 0))
-    return pixel_scores(total)["dice"]
-
-
-def _pooled_instance_f1(probs, labels, cfg) -> float:
-    from ..metrics import instance_scores, prf
-    from ..predict import labels_from_probabilities
-
-    tp = fp = fn = 0
-    for p, lab in zip(probs, labels):
-        s = instance_scores(labels_from_probabilities(p, cfg), lab)
-        tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
-    return prf(tp, fp, fn)[2]
+    images = [img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1) for img in (data.images[i] for i in pick)]
+    return (yield from image_probabilities(seg.model_fn, images, Normalizer(0.0, 1.0), predict_config_of(mf.meta),
+                                           mf.model_config.in_channels, mf.model_config.out_channels, stage))
 
 
 def check_source(model: io.ModelFile, cfg: CompressConfig) -> None:
@@ -273,7 +249,7 @@ def qat(net: UNet, mf: io.ModelFile, data: CompressData, cfg: CompressConfig, re
     dice = {}
     for name, candidate in (("calibrated start", start), ("after QAT", end)):
         probs = yield from _probabilities(candidate, data, check, f"check {name}")
-        dice[name] = _pooled_dice(probs, labels, threshold)
+        dice[name] = pooled_dice([p[0] > threshold for p in probs], labels)
     keep_start = dice["calibrated start"] > dice["after QAT"]
     record["check"] = {"images": n_check, "dice_calibrated_start": dice["calibrated start"],
                        "dice_after_qat": dice["after QAT"], "kept": "calibrated start" if keep_start else "after QAT"}

@@ -1,8 +1,10 @@
-"""What compression bought: file size, parameters, latency and accuracy of models side by side.
+"""What compression bought: file size, parameters, model-call time and accuracy of models side by side.
 
-:func:`benchmark` measures every model in one process, interleaving them repeat by repeat so that
-a busy machine slows all of them alike, and reports medians; speed-ups and metric changes are
-relative to the first model (the float reference).
+:func:`benchmark` times the model call alone on batches of tiles (``latency_ms_b{b}``: the part
+compression speeds up), every model in one process, interleaving them repeat by repeat so that a
+busy machine slows all of them alike, and reports medians. Accuracy comes from the one scorer,
+:func:`slimseg.evaluate.score_model` (via ``evaluate``), whose *latency* is the end-to-end time per
+image. Speed-ups and metric changes are relative to the first model (the float reference).
 """
 
 from __future__ import annotations
@@ -178,9 +180,10 @@ def _relative(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> None:
 def benchmark(models: Sequence[Any], images: Sequence[np.ndarray], labels: Sequence[np.ndarray] | None,
               names: Sequence[str] | None = None, on_event=None, **kw: Any) -> list[dict[str, Any]]:
     """Measure ``models`` (model file paths, Segmenters or (name, either) pairs) on ``images``:
-    file size, parameters, median latency per batch size on ``tile``-square tiles (model call only,
-    ``torch.get_num_threads()`` threads), Dice/Jaccard/instance F1 with ``labels`` (None skips them),
-    and each relative to the first model. One dict per model."""
+    file size, parameters, median model-call time per batch size on ``tile``-square tiles
+    (``latency_ms_b{b}``: the model call only, ``torch.get_num_threads()`` threads),
+    Dice/Jaccard/instance F1 with ``labels`` (None skips them), and each relative to the first
+    model. One dict per model."""
     return run(benchmark_events(models, images, labels, names, **kw), on_event)
 
 

@@ -8,7 +8,6 @@ crashed run does not stop the study.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import socket
 import statistics
@@ -93,7 +92,7 @@ def _train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData) -> d
     model = to_model_file(result, {"test": metrics})
     t2 = time.perf_counter()
     hist = result.history
-    steps_per_epoch = max(1, math.ceil(tc.patches_per_epoch / tc.batch_size))
+    steps_per_epoch = tc.steps_per_epoch()
     row = {
         "epochs_run": len(hist),
         "steps": hist[-1]["step"] if hist else 0,
@@ -149,7 +148,7 @@ def probe_epoch(config: StudyConfig, data: StudyData, threads: int | None = None
     tune_malloc()
     run = config.runs()[0]
     tc = config.train_config(run)
-    steps_per_epoch = max(1, math.ceil(tc.patches_per_epoch / tc.batch_size))
+    steps_per_epoch = tc.steps_per_epoch()
     probe = dataclasses.replace(tc, epochs=1, minutes=None,
                                 patches_per_epoch=min(tc.patches_per_epoch, PROBE_STEPS * tc.batch_size))
     t0 = time.perf_counter()

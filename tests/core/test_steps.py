@@ -1,0 +1,62 @@
+"""The one step loop: budgets, LR schedule, events, distillation hook, NaN guard."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from slimseg.config import ModelConfig
+from slimseg.data.patches import PatchSampler, targets_from_labels
+from slimseg.errors import InputError
+from slimseg.events import Progress, StepEnd, run
+from slimseg.losses import parse_loss
+from slimseg.model import UNet
+from slimseg.steps import StepLoop
+
+
+def make_loop(disks, **kw):
+    images, labels = disks
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(widths=(4, 8))).train()
+    sampler = PatchSampler([im[None].astype(np.float32) / 255 for im in images],
+                           [targets_from_labels(lab) for lab in labels], 32, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    args = dict(loss_fn=parse_loss("bce+dice"), lr_factor=lambda p: 1 - p)
+    args.update(kw)
+    return StepLoop(model, sampler, optimizer=opt, batch_size=2, **args)
+
+
+def test_runs_epochs_until_the_total_steps_with_the_lr_schedule(disks):
+    loop = make_loop(disks, total_steps=5)
+    events = []
+    first = run(loop.run(3, epoch=1), events.append)
+    second = run(loop.run(3, epoch=2), events.append)  # only 2 steps left of the total
+    assert len(first) == 3 and len(second) == 2 and loop.step == 5 and loop.finished()
+    assert [(e.step, e.epoch) for e in events] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert [e.lr for e in events] == pytest.approx([0.1 * (1 - k / 5) for k in range(5)])
+    assert [e.loss for e in events] == first + second and all(math.isfinite(v) for v in first)
+
+
+def test_time_budget_progress_events_and_after_step(disks):
+    calls = []
+    loop = make_loop(disks, budget_s=1e-9, after_step=lambda: calls.append(1), stage="fine-tune",
+                     progress_events=True)
+    events = []
+    losses = run(loop.run(), events.append)  # no step limit: the spent budget stops it after one step
+    assert len(losses) == 1 and calls == [1]
+    assert isinstance(events[0], StepEnd) and events[1] == Progress("fine-tune", 1, 0, "")
+
+
+def test_teacher_adds_distillation_and_bf16_channels_last_run(disks):
+    plain = make_loop(disks, total_steps=1)
+    taught = make_loop(disks, total_steps=1, teacher=UNet(ModelConfig(widths=(4, 8))).eval())
+    assert run(plain.run()) != run(taught.run())  # same batch and weights, another loss
+    fast = make_loop(disks, total_steps=2, bf16=True, channels_last=True)
+    assert len(run(fast.run())) == 2
+
+
+def test_nan_loss_stops_with_a_clear_error(disks):
+    loop = make_loop(disks, loss_fn=lambda logits, y: logits.sum() * float("nan"), stage="QAT")
+    with pytest.raises(InputError, match="QAT: the loss became NaN"):
+        run(loop.run(3))
