@@ -68,6 +68,9 @@ def targets(rows: dict[str, dict], avx2: dict[str, dict] | None) -> list[tuple[s
 
 
 def main() -> int:
+    from slimseg.host import tune_process
+
+    tune_process()  # this process times models too (as_trained_reference): tuned as the CLI is
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "dsb2018_fluo"))
     ap.add_argument("--model", help="reuse this float model instead of training one")

@@ -28,8 +28,10 @@ from slimseg.data.patches import split_indices
 from slimseg.evaluate import evaluate, evaluate_baseline
 from slimseg.events import format_event, run
 from slimseg.metrics import format_table
+from slimseg.host import tune_process
 from slimseg.train import Trainer
 
+tune_process()  # as the CLI does: huge pages and glibc malloc thresholds (slimseg.host)
 RESULTS = Path(__file__).parent / "results" / "core.json"
 
 
@@ -179,9 +181,9 @@ def memory(size: int, model_path: str | None) -> None:
 _MALLOC_CHILD = """
 import os, sys, time, torch
 torch.set_num_threads(1)
-import slimseg.train
-if sys.argv[1] == "0":
-    slimseg.train.tune_malloc = lambda: False
+import slimseg.host, slimseg.train
+if sys.argv[1] == "1":
+    slimseg.host.tune_malloc()
 from slimseg.config import TrainConfig
 from slimseg.events import StepEnd
 from slimseg.sample import load_sample
@@ -202,7 +204,7 @@ for ev in slimseg.train.Trainer(imgs, labs, tc).fit():
 
 
 def malloc(steps: int, repeats: int) -> None:
-    """Training speed (1 thread, 8x128² patches) with and without ``slimseg.device.tune_malloc``, in a
+    """Training speed (1 thread, 8x128² patches) with and without ``slimseg.host.tune_malloc``, in a
     plain process and with the environment Dask gives its workers (MALLOC_TRIM_THRESHOLD_=65536)."""
     import os
     import subprocess
@@ -228,14 +230,14 @@ def malloc(steps: int, repeats: int) -> None:
 
 _ALLOC_CHILD = """
 import statistics, sys, threading, time, torch
-import slimseg.device
+import slimseg.host
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.model import UNet
 from slimseg.segmenter import Segmenter, load_segmenter
 tune, where, path, calls = sys.argv[1] == "1", sys.argv[2], sys.argv[3], int(sys.argv[4])
 torch.set_num_threads(2)
 if tune:
-    slimseg.device.tune_malloc()
+    slimseg.host.tune_malloc()
 seg = load_segmenter(path) if path else Segmenter.from_module(UNet(ModelConfig()), NormConfig())
 out = []
 def work():
@@ -257,8 +259,8 @@ print(*out)
 
 def alloc(model: str | None, repeats: int, calls: int) -> None:
     """Model-call latency (512² tiles, batch 1 and 8, 2 threads) with torch's huge pages
-    (``THP_MEM_ALLOC_ENABLE``, on by default since ``import slimseg`` sets it) and
-    ``slimseg.device.tune_malloc`` each on and off, in the main thread (the CLI) and in a worker thread
+    (``THP_MEM_ALLOC_ENABLE``, which ``slimseg.host.tune_process`` sets for the CLI) and
+    ``slimseg.host.tune_malloc`` each on and off, in the main thread (the CLI) and in a worker thread
     (napari), each variant in a fresh process, interleaved."""
     import os
     import subprocess

@@ -236,6 +236,9 @@ _COMMAND_MODULES: tuple[str, ...] = ("slimseg.study.cli", "slimseg.compress.cli"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .host import tune_process
+
+    tune_process()  # before torch's first allocation: an entry point may tune its own process
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import sys
 from pathlib import Path
 
 import torch
@@ -63,30 +61,3 @@ def use_bf16(setting: str, device: torch.device) -> bool:
         cpu = cpu_summary()
         return bool(cpu["amx"] or cpu["avx512_bf16"]) and torch.backends.cpu.get_cpu_capability() == "AVX512"
     return False
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-@functools.lru_cache(maxsize=1)
-def tune_malloc() -> bool:
-    """Let glibc keep freed tensor memory for reuse instead of unmapping it after every step.
-
-    Every training step and every tile batch frees and reallocates the same activations. With glibc's
-    default thresholds (or Dask workers' ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes the mmap
-    threshold at 128 KiB) each of them is a fresh ``mmap`` whose pages the kernel zeroes again.
-    Measured here (``benchmarks/core.py malloc``, huge pages on): training 1.01x faster in a plain
-    process and 1.83x in a Dask worker. In prediction, with torch's huge pages (see
-    ``slimseg/__init__``), it adds little for one model alone (``benchmarks/core.py alloc``: under 5%
-    at batch 8; batch 1 in a worker thread was 1.4x slower, batch 2, the default, unchanged), but when
-    several models take turns, as in ``slimseg benchmark``, the float model ran 1.2x faster with it,
-    the pruned one 1.3x.
-    Returns False where the C library is not glibc (nothing changes).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 << 20))

@@ -55,9 +55,6 @@ class Message:
     text: str
 
 
-Event = Progress | StepEnd | EpochEnd | Message
-
-
 def run(gen: Generator[Any, None, R], on_event: Callable[[Any], None] | None = None) -> R:
     """Drain a job generator, passing each event to ``on_event``, and return the job's result."""
     while True:

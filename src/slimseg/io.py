@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io as _io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from . import __version__
 from .config import ModelConfig, NormConfig, from_dict, to_dict
 from .errors import InputError, ModelFileError
+from .files import atomic_path
 
 FORMAT = "slimseg-model"
 FORMAT_VERSION = 1
@@ -67,19 +66,12 @@ def save(mf: ModelFile, path: str | Path, overwrite: bool = False) -> Path:
         "tensors": {k: [str(v.dtype), list(v.shape)] for k, v in mf.tensors.items()},
         **mf.meta,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".slimseg-", dir=path.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-            zf.writestr("meta.json", json.dumps(meta, indent=1, default=_json_default))
-            for name, arr in mf.tensors.items():
-                buf = _io.BytesIO()
-                np.save(buf, np.asarray(arr), allow_pickle=False)  # keeps 0-d shapes (ascontiguousarray makes them 1-d)
-                zf.writestr(f"tensors/{name}.npy", buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        zf.writestr("meta.json", json.dumps(meta, indent=1, default=_json_default))
+        for name, arr in mf.tensors.items():
+            buf = _io.BytesIO()
+            np.save(buf, np.asarray(arr), allow_pickle=False)  # keeps 0-d shapes (ascontiguousarray makes them 1-d)
+            zf.writestr(f"tensors/{name}.npy", buf.getvalue())
     return path
 
 

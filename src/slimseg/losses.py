@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .errors import InputError
 from .registry import Registry
@@ -100,13 +99,3 @@ def parse_loss(spec: str) -> HybridLoss:
         terms.append((weight, m.group(2)))
     return HybridLoss(tuple(terms))
 
-
-class LossModule(nn.Module):
-    """An ``nn.Module`` wrapper, for code that expects one."""
-
-    def __init__(self, spec: str) -> None:
-        super().__init__()
-        self.loss = parse_loss(spec)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.loss(logits, target)

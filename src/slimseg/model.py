@@ -128,10 +128,6 @@ def fold_batchnorm(model: UNet) -> UNet:
     return folded.to(next(model.parameters()).device)
 
 
-def build_model(config: ModelConfig) -> UNet:
-    return UNet(config)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

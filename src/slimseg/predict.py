@@ -17,7 +17,6 @@ from .config import NormConfig, PredictConfig
 from .data.checks import as_image
 from .data.normalize import Normalizer
 from .data.tiling import blend_window, tile_starts
-from .device import tune_malloc
 from .events import Progress, run
 from .instances import split_instances
 
@@ -34,7 +33,6 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
                           cfg: PredictConfig = PredictConfig(), in_channels: int = 1,
                           out_channels: int = 2) -> Generator[Progress, None, np.ndarray]:
     """Yield progress per tile row; return float16 sigmoid probabilities (out_channels, H, W)."""
-    tune_malloc()
     image = as_image(image, in_channels)
     normalize = norm if isinstance(norm, Normalizer) else Normalizer.fit(image, norm)
     H, W = image.shape[:2]

@@ -21,7 +21,7 @@ from .config import ModelConfig, NormConfig, PredictConfig, TrainConfig, to_dict
 from .data.checks import check_pairs
 from .data.normalize import Normalizer
 from .data.patches import PatchSampler, split_indices, targets_from_labels
-from .device import resolve_device, tune_malloc, use_bf16
+from .device import resolve_device, use_bf16
 from .errors import InputError
 from .events import EpochEnd, Message, StepEnd, run
 from .losses import parse_loss
@@ -109,7 +109,6 @@ class Trainer:
         opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
         base_lrs = [g["lr"] for g in opt.param_groups]
         plateau = Plateau() if cfg.schedule == "plateau" else None
-        tune_malloc()
         yield Message(
             f"training on {self.device.type}{' with bf16 autocast' if self.bf16 else ''}: "
             f"{len(self.split['train'])} train / {len(self.split['val'])} validation images, "
@@ -226,12 +225,6 @@ def _guess_channels(images: Sequence[np.ndarray]) -> int:
         if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
             return 3
     return 1
-
-
-def fit(images, labels, config: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
-        norm: NormConfig = NormConfig(), names=None) -> Generator[Any, None, TrainResult]:
-    """Shorthand for ``Trainer(...).fit()``."""
-    return Trainer(images, labels, config, model_config, norm, names).fit()
 
 
 

@@ -22,7 +22,7 @@ from .. import io
 from ..config import PredictConfig
 from ..data.checks import as_image
 from ..data.normalize import Normalizer
-from ..device import cpu_flags, cpu_summary, tune_malloc
+from ..device import cpu_flags, cpu_summary
 from ..errors import InputError
 from ..events import Message, Progress, run
 from ..model import UNet, count_parameters
@@ -122,7 +122,6 @@ def benchmark_events(models: Sequence[Any], images: Sequence[np.ndarray], labels
         raise InputError("give at least one image to benchmark on")
     if repeats < 1 or warmup < 0 or tile < 32 or any(b < 1 for b in batch_sizes):
         raise InputError("need repeats >= 1, warmup >= 0, tile >= 32 and batch sizes >= 1")
-    tune_malloc()  # as in prediction: each model keeps its freed memory for its next call
     entries = [_entry(m, i) for i, m in enumerate(models)]
     rows: list[dict[str, Any]] = []
     for name, seg, mf, path in entries:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..files import write_text
+
 METHODS = ("ptq", "qat", "prune-structured", "prune-ptq")
 SECTION_FILE = "compression.md"
 
@@ -88,7 +90,7 @@ def compression_section(out: str | Path, data_path: str | Path | None = None, me
         "",
         format_table(rows, machine_info(), markdown=True),
     ])
-    (out / SECTION_FILE).write_text(text, encoding="utf-8")
+    write_text(out / SECTION_FILE, text)
     return text
 
 

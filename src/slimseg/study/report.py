@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_path, write_text
 from .results import TIMING_FILE, load_detail, load_study
 from .stats import PRIMARY, Cell, cells, find_cell, fmt_pm, marginal, paired_test, per_image, ranked
 
@@ -41,9 +42,7 @@ def write_report(out: str | Path, compression: str | None = None) -> Path:
 
         compression = stored_section(out)
     md = _markdown(config, meta, rows, all_cells, order, details, _timing(out), compression)
-    path = out / "report.md"
-    path.write_text(md, encoding="utf-8")
-    return path
+    return write_text(out / "report.md", md)
 
 
 # -- text -------------------------------------------------------------------------------------------
@@ -236,7 +235,7 @@ def _timing_table(sessions: list[dict[str, Any]]) -> list[str]:
 def _write_per_image(path: Path, details: dict[str, dict[str, Any]]) -> None:
     keys = ["run_id", "optimizer", "loss", "seed", "name", "dice", "jaccard", "precision", "recall", "tp", "fp",
             "fn", "dsb_score"]
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for run_id, d in sorted(details.items()):
@@ -287,7 +286,8 @@ def _heatmaps(path: Path, config, all_cells: list[Cell]) -> Path:
         ax.set_yticks(range(len(opts)), opts)
         ax.set_title(f"{title}\nmean ± std over {len(config.seeds)} seed(s)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -304,7 +304,8 @@ def _seed_spread(path: Path, order: list[Cell]) -> Path:
     ax.set_title("Held-out Dice (per-image mean) of every run (dots) and the cell mean (bar), cells ranked", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -332,6 +333,7 @@ def _curves(path: Path, top: list[Cell], details: dict[str, dict[str, Any]]) -> 
     axes[0].set_title("Validation Dice per epoch (line style = seed)", fontsize=10)
     axes[1].set_title("Training loss per epoch", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path

@@ -15,13 +15,13 @@ import io
 import json
 import os
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import write_json
 from .grid import RunSpec, StudyConfig, differences
 from .task import METRICS
 
@@ -185,11 +185,7 @@ class ResultsStore:
 
     @staticmethod
     def _write_json(path: Path, obj: Any) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=_json_default)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary result files
-        os.replace(tmp, path)
+        write_json(path, obj, default=_json_default)
 
     def __enter__(self) -> ResultsStore:
         return self

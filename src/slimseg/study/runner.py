@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import warnings
 from collections.abc import Generator, Iterator
@@ -58,8 +59,10 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, connec
     n = workers or default_workers()
     if n < 1:
         raise InputError(f"--workers must be >= 1, got {n}")
+    # the workers are the study's own processes: torch's huge pages there (see slimseg.host)
+    env = {"THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR, env=env)
     client = Client(cluster)
     try:
         yield client, n, f"local Dask cluster of {n} worker process{'es' if n > 1 else ''}"

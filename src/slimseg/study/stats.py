@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .grid import RunSpec, StudyConfig
+from .grid import StudyConfig
 
 
 @dataclass
@@ -131,6 +131,3 @@ def find_cell(all_cells: list[Cell], optimizer: str, loss: str) -> Cell | None:
             return c
     return None
 
-
-def run_of(row: dict[str, Any]) -> RunSpec:
-    return RunSpec(row["optimizer"], row["loss"], int(row["seed"]), float(row["lr"]))

@@ -17,6 +17,7 @@ import traceback
 from typing import Any
 
 from ..config import PredictConfig
+from ..host import tune_malloc
 from .dataset import StudyData
 from .grid import RunSpec, StudyConfig
 
@@ -63,6 +64,7 @@ def train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData, threa
     """
     t0 = time.perf_counter()
     row: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+    tune_malloc()  # the worker is slimseg's own process (Dask's malloc settings slow training)
     try:
         row["torch_threads"] = set_threads(threads)
         out = _train_and_evaluate(run, config, data)
@@ -144,6 +146,7 @@ def probe_epoch(config: StudyConfig, data: StudyData, threads: int | None = None
     from ..train import Trainer
 
     set_threads(threads)
+    tune_malloc()
     run = config.runs()[0]
     tc = config.train_config(run)
     steps_per_epoch = max(1, math.ceil(tc.patches_per_epoch / tc.batch_size))
