@@ -1,4 +1,4 @@
-"""The ``slimseg`` command line: train, predict, evaluate, demo (and compress, benchmark, study).
+"""The ``slimseg`` command line: train, predict, evaluate, demo, export (and compress, benchmark, study).
 
 Progress goes to stderr, results to stdout. Bad input exits with code 2 and a one-line message.
 """
@@ -169,6 +169,38 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import ExportConfig, export_model
+    from .export.config import DEFAULT_AUTHOR
+
+    if not a.author and a.format == "bioimageio":
+        print(f"slimseg export: note: no --author given; the package names {DEFAULT_AUTHOR!r} as its author",
+              file=sys.stderr)
+    cfg = ExportConfig(format=a.format, authors=tuple(a.author or (DEFAULT_AUTHOR,)), license=a.license,
+                       name=a.name, cite=tuple(tuple(c) for c in a.cite or ()), test_image=a.test_image)
+    out = export_model(a.model, a.out, cfg, overwrite=a.overwrite)
+    print(f"wrote {out} ({a.format})")
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    from .export import FORMATS
+
+    p = sub.add_parser("export", help="write a model as a bioimage.io package, or its network as ONNX or TorchScript")
+    p.add_argument("model", help="model file (built-in model names are not available yet)")
+    p.add_argument("--format", default="bioimageio", choices=FORMATS)
+    p.add_argument("--out", required=True, help="file to write (bioimageio: a .zip package)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g = p.add_argument_group("bioimage.io package")
+    g.add_argument("--author", action="append", help="an author's name (repeat for several)")
+    g.add_argument("--license", default="CC-BY-4.0", help="SPDX licence id of the model (default CC-BY-4.0)")
+    g.add_argument("--name", help="the model's name in the package")
+    g.add_argument("--cite", nargs=2, action="append", metavar=("DOI", "TEXT"),
+                   help="a citation to add, e.g. of the training data (repeat for several)")
+    g.add_argument("--test-image", help="the real image the test tensors come from (default: a shipped sample image)")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -209,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p, DEMO_DEFAULTS)
     p.set_defaults(func=cmd_demo)
 
+    _add_export_parser(sub)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)
     return parser

@@ -1,8 +1,9 @@
 """The slimseg model file: one zip holding ``meta.json`` and one ``.npy`` per tensor.
 
 ``meta.json`` carries the format version, the model kind (``float`` or a compressed kind), the model
-and normalisation configs, the training record and metrics. Tensors are plain numpy arrays read with
-``allow_pickle=False``: loading a file never unpickles anything, so a file cannot run code.
+and normalisation configs, the training record and metrics. Tensors are plain numeric numpy arrays
+whose headers are checked before their data is read: loading never unpickles anything (a file cannot
+run code) and never allocates more than the model settings and a fixed cap allow.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def load(path: str | Path) -> ModelFile:
-    """Read a model file safely; raise :class:`ModelFileError` with the reason for anything else."""
+    """Read a model file safely; raise :class:`ModelFileError` with the reason for anything else.
+
+    Every tensor's header is checked against ``meta.json`` and the model settings, and the bytes it
+    declares against a cap, before its data is read (see :mod:`slimseg.safe_npy`)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
@@ -94,6 +98,9 @@ def load(path: str | Path) -> ModelFile:
                              "so it was not loaded (nothing in it ran)")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not a slimseg model file (corrupt, truncated or another format)")
+    if path.stat().st_size > MAX_TENSOR_BYTES + MAX_META_BYTES + (1 << 20):
+        raise ModelFileError(f"{path} is {path.stat().st_size / 2**20:.0f} MiB, more than a slimseg model "
+                             f"file may hold ({_mib(MAX_TENSOR_BYTES)} of tensors); it was not read")
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
@@ -103,28 +110,124 @@ def load(path: str | Path) -> ModelFile:
                         f"{path} is a PyTorch pickle file (torch.save), not a slimseg model file; it was not "
                         "loaded because unpickling can run code (nothing in it ran)")
                 raise ModelFileError(f"{path} is a zip file but not a slimseg model file (no meta.json)")
-            meta = json.loads(zf.read("meta.json"))
+            meta = _read_meta(zf, path)
             _check_meta(meta, path)
-            tensors = {}
-            for name in meta["tensors"]:
-                with zf.open(f"tensors/{name}.npy") as fh:
-                    tensors[name] = np.load(_io.BytesIO(fh.read()), allow_pickle=False)
+            model_config, norm = _configs(meta, path)
+            declared = _declared_tensors(meta["tensors"], path)
+            _check_declared(declared, model_config, meta.get("kind", "float"), path)
+            tensors = {name: _read_tensor(zf, name, dtype, shape, path)
+                       for name, (dtype, shape) in declared.items()}
     except ModelFileError:
         raise
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise ModelFileError(f"{path} holds a pickled object; it was refused and nothing in it ran") from None
-        raise ModelFileError(f"{path} is damaged ({err}); re-save or re-train the model") from None
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError) as err:
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, RecursionError) as err:
         raise ModelFileError(f"{path} is damaged or truncated ({err}); re-save or re-train the model") from None
     info = {k: v for k, v in meta.items()
             if k not in ("format", "model_config", "norm", "tensors", "kind")}
+    return ModelFile(model_config, norm, tensors, meta.get("kind", "float"), info)
+
+
+# What one file may declare, whatever its model settings say (a real model is far smaller).
+MAX_TENSOR_BYTES = 512 * 2**20
+MAX_META_BYTES = 8 * 2**20
+MAX_DEPTH, MAX_WIDTH = 16, 1 << 16
+# Any kind holds at most twice the float32 weights (float64 ones), plus room for a layout (an ONNX graph).
+KIND_SLACK_BYTES = 4 * 2**20
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n < 2**40 else f"{n / 2**40:.1f} TiB"
+
+
+def _read_meta(zf: zipfile.ZipFile, path: Path) -> Any:
+    if zf.getinfo("meta.json").file_size > MAX_META_BYTES:
+        raise ModelFileError(f"{path}: its meta.json is larger than {_mib(MAX_META_BYTES)}; the file is "
+                             "damaged or not a slimseg model file")
+    with zf.open("meta.json") as fh:
+        data = fh.read(MAX_META_BYTES + 1)
+    if len(data) > MAX_META_BYTES:
+        raise ModelFileError(f"{path}: its meta.json decompresses beyond its declared size; refused")
+    return json.loads(data)
+
+
+def _configs(meta: dict[str, Any], path: Path) -> tuple[ModelConfig, NormConfig]:
     try:
         model_config = from_dict(ModelConfig, meta["model_config"])
         norm = from_dict(NormConfig, meta["norm"])
-    except (TypeError, InputError) as err:
+    except (TypeError, InputError, ValueError, AttributeError) as err:
         raise ModelFileError(f"{path}: its model settings are invalid ({err})") from None
-    return ModelFile(model_config, norm, tensors, meta.get("kind", "float"), info)
+    if model_config.depth > MAX_DEPTH or max(model_config.widths + model_config.dec_widths()) > MAX_WIDTH:
+        raise ModelFileError(f"{path}: its model settings are implausible (widths {model_config.widths}); "
+                             "the file is damaged or not a slimseg model file")
+    return model_config, norm
+
+
+def _declared_tensors(entries: Any, path: Path) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """meta.json's ``{name: [dtype, shape]}``, checked to be well formed."""
+    if not isinstance(entries, dict):
+        raise ModelFileError(f"{path}: meta.json's tensor list is malformed; the file is damaged")
+    out = {}
+    for name, entry in entries.items():
+        try:
+            dtype_name, shape = entry
+            if not isinstance(dtype_name, str) or not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise TypeError
+            out[name] = (np.dtype(dtype_name), tuple(shape))
+        except (TypeError, ValueError):
+            raise ModelFileError(f"{path}: meta.json's entry for tensor {name!r} is malformed ({entry!r:.80}); "
+                                 "the file is damaged") from None
+    return out
+
+
+def float_layout(model_config: ModelConfig) -> tuple[dict[str, tuple[int, ...]], int]:
+    """State-dict name -> shape of the float U-Net these settings describe, and its bytes (built on
+    the meta device: no memory)."""
+    from .model import UNet
+
+    with torch.device("meta"):
+        state = UNet(model_config).state_dict()
+    return {k: tuple(v.shape) for k, v in state.items()}, sum(v.numel() * v.element_size() for v in state.values())
+
+
+def _check_declared(declared: dict[str, tuple[np.dtype, tuple[int, ...]]], model_config: ModelConfig,
+                    kind: str, path: Path) -> None:
+    """Refuse tensors the model settings cannot explain, and more bytes than they can need."""
+    from .safe_npy import declared_bytes
+
+    expected, float_bytes = float_layout(model_config)
+    cap = min(MAX_TENSOR_BYTES, 2 * float_bytes + KIND_SLACK_BYTES)
+    total = 0
+    for name, (dtype, shape) in declared.items():
+        total += declared_bytes(shape, dtype)
+        if total > cap:
+            raise ModelFileError(
+                f"{path}: its tensors declare {_mib(total)} or more (up to {name!r}, shape {shape}, {dtype}); "
+                f"a {kind} model with these settings holds at most {_mib(cap)}, so it was not read")
+    if kind == "float" and set(declared) != set(expected):
+        odd = sorted(set(declared) ^ set(expected))
+        raise ModelFileError(f"{path}: the weights do not fit the model settings stored beside them "
+                             f"(tensors missing or unexpected: {', '.join(odd[:4])})")
+    for name, (_, shape) in declared.items():
+        if name in expected and shape != expected[name]:
+            raise ModelFileError(f"{path}: the weights do not fit the model settings stored beside them: "
+                                 f"{name!r} is declared {shape}, the settings give {expected[name]}")
+
+
+def _read_tensor(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    from .safe_npy import MAX_HEADER_BYTES, declared_bytes, read_data, read_header
+
+    member = f"tensors/{name}.npy"
+    where = f"{path}: tensor {name!r}"
+    info = zf.getinfo(member)
+    nbytes = declared_bytes(shape, dtype)
+    if not nbytes < info.file_size <= nbytes + MAX_HEADER_BYTES:  # checked again exactly after the header
+        raise ModelFileError(f"{where}: meta.json declares {nbytes} bytes of data but the zip entry holds "
+                             f"{info.file_size} with its header; the file is damaged or was tampered with")
+    with zf.open(info) as fh:
+        got_shape, fortran, got_dtype, header_bytes = read_header(fh, where)
+        if got_shape != shape or got_dtype != dtype:
+            raise ModelFileError(f"{where} is stored as {got_shape} {got_dtype} but meta.json declares "
+                                 f"{shape} {dtype}; the file is damaged or was tampered with")
+        return read_data(fh, info, shape, fortran, dtype, header_bytes, where)
 
 
 def _check_meta(meta: Any, path: Path) -> None:

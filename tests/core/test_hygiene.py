@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 CORE = ["slimseg.cli", "slimseg.train", "slimseg.predict", "slimseg.evaluate", "slimseg.segmenter",
-        "slimseg.io", "slimseg.metrics", "slimseg.losses", "slimseg.optim", "slimseg.data"]
+        "slimseg.io", "slimseg.metrics", "slimseg.losses", "slimseg.optim", "slimseg.data", "slimseg.export.bioimageio"]
 
 
 def _modules_after(code: str) -> set[str]:
