@@ -84,6 +84,14 @@ def test_a_damaged_sparse_file_is_refused(disks):
         from_model_file(mf)
 
 
+def test_a_sparse_file_declaring_a_huge_weight_is_refused_before_allocating(disks):
+    mf = run(compress(model_file(), disks[0], disks[1], CompressConfig(method="prune-unstructured", minutes=0, **FAST)))
+    name = next(iter(mf.meta["sparse"]["weights"]))
+    mf.meta["sparse"]["weights"][name] = [1 << 20, 1 << 20, 3, 3]  # 36 TiB of float32 if allocated
+    with pytest.raises(ModelFileError, match="does not have|do not have"):
+        from_model_file(mf)
+
+
 def test_structured_pruning_writes_the_pruned_widths_into_the_config():
     model = UNet(ModelConfig(widths=(8, 16, 32)))
     pruned = prune_channels(model, 0.5)

@@ -19,8 +19,8 @@ from ..kinds.onnx_int8 import INPUT, to_model_file
 from ..model import UNet
 
 
-def export_onnx(net: UNet, path: Path) -> None:
-    """Export the padding-free U-Net to ONNX with a dynamic batch, height and width."""
+def export_onnx(net: UNet, path: Path, input_name: str = INPUT) -> None:
+    """Export the padding-free U-Net to ONNX (torch.export) with a dynamic batch, height and width."""
     import logging
 
     args, dynamic = dynamic_example(net.config.in_channels, net.config.size_multiple)
@@ -31,7 +31,7 @@ def export_onnx(net: UNet, path: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(Core(net.eval()), args, dynamo=True, dynamic_shapes=dynamic,
-                                        input_names=[INPUT], output_names=["logits"], verbose=False)
+                                        input_names=[input_name], output_names=["logits"], verbose=False)
             program.save(str(path))
     finally:
         log.setLevel(level)

@@ -1,7 +1,7 @@
 """The network of a slimseg model file in the forms other tools run: TorchScript and ONNX.
 
 Both take inputs whose height and width are multiples of the model's ``size_multiple`` (the U-Net's
-own padding stays outside the graph, as in :mod:`slimseg.compress.fold`) with any batch size, and
+own padding stays outside the graph, as in :mod:`slimseg.kinds.fold`) with any batch size, and
 return the two logit maps (foreground, centredness); a sigmoid turns them into slimseg's probabilities.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .. import io
 from ..errors import InputError
+from ..kinds.fold import Core, dynamic_example
 from ..model import UNet, can_fold, fold_batchnorm
 from ..segmenter import Segmenter, load_segmenter
 
@@ -62,28 +62,16 @@ def open_source(path: str | Path) -> Source:
     return Source(mf.kind, seg, net=net.eval())
 
 
-class Logits(nn.Module):
-    """The U-Net's forward for sizes that are multiples of ``size_multiple`` (no data-dependent padding)."""
-
-    def __init__(self, net: UNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_core(x)
-
-
 def _example(net: UNet) -> torch.Tensor:
     # batch 2 and two size steps: neither the tracer nor the exporter may take a 1 for a constant
-    m = net.config.size_multiple
-    return torch.rand(2, net.config.in_channels, 2 * m, 2 * m)
+    return dynamic_example(net.config.in_channels, net.config.size_multiple)[0][0]
 
 
 def _traced(net: UNet) -> torch.jit.ScriptModule:
     """A traced TorchScript module (the U-Net has no data-dependent control flow, so a trace is exact)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice: the spec still names the format
-        return torch.jit.trace(Logits(net).eval(), _example(net), check_trace=False)
+        return torch.jit.trace(Core(net).eval(), _example(net), check_trace=False)
 
 
 def write_onnx(net: UNet, path: Path, traced: torch.jit.ScriptModule | None = None) -> None:
@@ -107,13 +95,9 @@ def write_onnx(net: UNet, path: Path, traced: torch.jit.ScriptModule | None = No
 
 
 def _write_onnx_dynamo(net: UNet, path: Path) -> None:
-    from torch.export import Dim
+    from ..compress.onnx_int8 import export_onnx
 
-    m = net.config.size_multiple
-    dims = {0: Dim("batch", min=1, max=4096), 2: m * Dim("h", min=1, max=1 << 16), 3: m * Dim("w", min=1, max=1 << 16)}
-    program = torch.onnx.export(Logits(net).eval(), (_example(net),), dynamo=True, dynamic_shapes=(dims,),
-                                input_names=["raw"], output_names=["logits"], verbose=False)
-    program.save(str(path))
+    export_onnx(net, path, input_name="raw")
 
 
 def onnx_opset(path: Path) -> int:

@@ -37,8 +37,12 @@ def to_sparse_file(model: UNet, norm, meta: dict, masks: dict[str, torch.Tensor]
 def dense_tensors(mf: io.ModelFile) -> dict[str, np.ndarray]:
     info = stored_layout(mf, KIND)
     out = {k: v for k, v in mf.tensors.items() if not k.endswith((".values", ".mask"))}
+    expected, _ = io.float_layout(mf.model_config)
     try:
         for name, shape in info["weights"].items():
+            if expected.get(name) != tuple(shape):  # checked before allocating what the file declares
+                raise ModelFileError(f"the sparse model file declares {name!r} with shape {shape}, which its "
+                                     "model settings do not have; the file is damaged or not slimseg's")
             size = int(np.prod(shape))
             keep = np.unpackbits(mf.tensors[name + ".mask"], count=size).astype(bool)
             dense = np.zeros(size, np.float32)
