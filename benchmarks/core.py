@@ -25,11 +25,11 @@ import torch
 from slimseg.config import ModelConfig, TrainConfig
 from slimseg.data.folder import load_folder
 from slimseg.data.patches import split_indices
-from slimseg.evaluate import evaluate, evaluate_baseline
+from slimseg.evaluation import baseline_events, evaluate_events
 from slimseg.events import format_event, run
 from slimseg.metrics import format_table
 from slimseg.host import tune_process
-from slimseg.train import Trainer
+from slimseg.training import Trainer
 
 tune_process()  # as the CLI does: huge pages and glibc malloc thresholds (slimseg.host)
 RESULTS = Path(__file__).parent / "results" / "core.json"
@@ -62,11 +62,11 @@ def accuracy(data: str, minutes: float, seed: int, base_width: int) -> None:
     seg = result.segmenter()
     t_imgs, t_labs, t_names = pick(test_idx, images), pick(test_idx, labels), pick(test_idx, names)
     rows = {
-        "slimseg U-Net": run(evaluate(seg, t_imgs, t_labs, names=t_names)),
-        "slimseg U-Net + flip TTA": run(evaluate(seg, t_imgs, t_labs, seg.settings(tta=True), t_names)),
-        "otsu+watershed": run(evaluate_baseline(t_imgs, t_labs, t_names)),
+        "slimseg U-Net": run(evaluate_events(seg, t_imgs, t_labs, names=t_names)),
+        "slimseg U-Net + flip TTA": run(evaluate_events(seg, t_imgs, t_labs, seg.settings(tta=True), t_names)),
+        "otsu+watershed": run(baseline_events(t_imgs, t_labs, t_names)),
     }
-    whole = run(evaluate_baseline(images, labels, names))
+    whole = run(baseline_events(images, labels, names))
     for r in (*rows.values(), whole):
         r.pop("per_image")
     print(f"held-out images: {len(test_idx)} of {len(images)}; training wall time {train_s:.0f} s, "
@@ -162,13 +162,13 @@ def memory(size: int, model_path: str | None) -> None:
         seg = result.segmenter()
     _, tests, _ = load_sample("test")
     tile = max(tests, key=lambda a: a.size)
-    seg.predict_labels(tile)  # warm up kernels so one-off allocations are not counted
+    seg.predict(tile)  # warm up kernels so one-off allocations are not counted
     reps = (-(-size // tile.shape[0]), -(-size // tile.shape[1]))
     image = np.ascontiguousarray(np.tile(tile, reps)[:size, :size])
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     before = _vm("VmRSS:")
     t = time.perf_counter()
-    labels = seg.predict_labels(image)
+    labels = seg.predict(image)
     wall = time.perf_counter() - t
     peak = _vm("VmHWM:")
     rise = (peak - before) / 2**30
@@ -191,7 +191,7 @@ _, imgs, labs = load_sample("train")
 steps = int(sys.argv[2])
 tc = TrainConfig(epochs=1, patches_per_epoch=8 * steps, batch_size=8, patch_size=128, optimizer="sgd")
 n, t0, r0 = 0, 0.0, None
-for ev in slimseg.train.Trainer(imgs, labs, tc).fit():
+for ev in slimseg.training.Trainer(imgs, labs, tc).fit():
     if isinstance(ev, StepEnd):
         n += 1
         if n == 4:

@@ -50,10 +50,10 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | No
 def _train(images, labels, names, a: argparse.Namespace, validation_metrics: bool = True):
     """Train with the CLI options; return (result, metrics on the validation split)."""
     from .config import TrainConfig
-    from .evaluate import evaluate
+    from .evaluation import evaluate_events
     from .events import print_progress, run
     from .options import config_from_args, model_config_from_args
-    from .train import Trainer
+    from .training import Trainer
 
     cfg = config_from_args(TrainConfig, a)
     result = run(Trainer(images, labels, cfg, model_config_from_args(a), names=names).fit(), print_progress)
@@ -61,7 +61,7 @@ def _train(images, labels, names, a: argparse.Namespace, validation_metrics: boo
     val = result.split.get("val", [])
     if validation_metrics and val:
         index = {n: i for i, n in enumerate(names)}
-        metrics = run(evaluate(result.segmenter(), [images[index[n]] for n in val], [labels[index[n]] for n in val], names=val))
+        metrics = run(evaluate_events(result.segmenter(), [images[index[n]] for n in val], [labels[index[n]] for n in val], names=val))
         metrics.pop("per_image")
     return result, metrics
 
@@ -70,7 +70,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from . import io
     from .data.folder import load_folder
     from .metrics import format_table
-    from .train import to_model_file
+    from .training import to_model_file
 
     out = io.check_writable(a.out, a.overwrite)
     names, images, labels = load_folder(a.data)
@@ -106,7 +106,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = seg.settings(**values_from_args(PredictConfig, a))
     for i, (f, t) in enumerate(zip(files, targets)):
-        labels = run(seg.predict(read_image(f), cfg)).labels
+        labels = run(seg.predict_events(read_image(f), cfg)).labels
         dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
         tifffile.imwrite(t, labels.astype(dtype), compression="zlib")
         print(f"[{i + 1}/{len(files)}] {f.name}: {int(len(np.unique(labels)) - 1)} objects -> {t}",
@@ -117,7 +117,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .config import PredictConfig
     from .data.folder import load_folder
-    from .evaluate import evaluate, evaluate_baseline
+    from .evaluation import baseline_events, evaluate_events
     from .events import run
     from .metrics import format_table
     from .options import values_from_args
@@ -128,9 +128,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     seg = load_segmenter(a.model, a.int8_engine)
     names, images, labels = load_folder(a.data)
     cfg = seg.settings(**values_from_args(PredictConfig, a))
-    rows = {Path(a.model).name: run(evaluate(seg, images, labels, cfg, names))}
+    rows = {Path(a.model).name: run(evaluate_events(seg, images, labels, cfg, names))}
     if a.baseline:
-        rows["otsu+watershed"] = run(evaluate_baseline(images, labels, names))
+        rows["otsu+watershed"] = run(baseline_events(images, labels, names))
     print(format_table(rows))
     if a.json:
         Path(a.json).write_text(json.dumps(rows[Path(a.model).name], indent=1))
@@ -139,11 +139,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from . import io
-    from .evaluate import evaluate, evaluate_baseline
+    from .evaluation import baseline_events, evaluate_events
     from .events import print_progress, run
     from .metrics import format_table
     from .sample import load_sample
-    from .train import to_model_file
+    from .training import to_model_file
 
     if a.out:
         io.check_writable(a.out, a.overwrite)
@@ -154,8 +154,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     result, _ = _train(images, labels, names, a, validation_metrics=False)
     t_names, t_images, t_labels = load_sample("test")
     rows = {
-        "slimseg U-Net": run(evaluate(result.segmenter(), t_images, t_labels, names=t_names), print_progress),
-        "otsu+watershed": run(evaluate_baseline(t_images, t_labels, t_names)),
+        "slimseg U-Net": run(evaluate_events(result.segmenter(), t_images, t_labels, names=t_names), print_progress),
+        "otsu+watershed": run(baseline_events(t_images, t_labels, t_names)),
     }
     print(f"\nheld-out test images: {len(t_images)} (shipped sample, never trained on)")
     print(format_table(rows))
@@ -202,7 +202,7 @@ def _add_export_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="slimseg", description="Train, compress, predict and score "
                                      "U-Net segmentation of cells and nuclei.")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .config import ModelConfig, NormConfig, from_dict, to_dict
 from .errors import InputError, ModelFileError
 from .files import atomic_path

@@ -17,7 +17,7 @@ from .config import NormConfig, PredictConfig
 from .data.checks import as_image
 from .data.normalize import Normalizer
 from .data.tiling import blend_window, tile_starts
-from .events import Progress, run
+from .events import Progress
 from .instances import split_instances
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -107,8 +107,3 @@ def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
     yield Progress("instances", 0, 1)
     return Prediction(labels_from_probabilities(probs, cfg), probs)
 
-
-def predict_labels(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
-                   cfg: PredictConfig = PredictConfig(), in_channels: int = 1) -> np.ndarray:
-    """Instance labels of one image, synchronously."""
-    return run(predict(model_fn, image, norm, cfg, in_channels)).labels

@@ -36,12 +36,15 @@ class Segmenter:
     # thresholds tuned on the validation images after training (stored in the model file)
     predict_config: PredictConfig = field(default_factory=PredictConfig)
 
-    def predict(self, image: np.ndarray, cfg: PredictConfig | None = None) -> Generator[Progress, None, Prediction]:
-        """Tiled prediction; ``cfg`` defaults to the model's own (tuned) settings."""
-        return predict(self.model_fn, image, self.norm, cfg or self.predict_config, self.model_config.in_channels)
+    def predict(self, image: np.ndarray, cfg: PredictConfig | None = None) -> np.ndarray:
+        """The instance labels of ``image`` (uint32, 0 = background)."""
+        return run(self.predict_events(image, cfg)).labels
 
-    def predict_labels(self, image: np.ndarray, cfg: PredictConfig | None = None) -> np.ndarray:
-        return run(self.predict(image, cfg)).labels
+    def predict_events(self, image: np.ndarray, cfg: PredictConfig | None = None
+                       ) -> Generator[Progress, None, Prediction]:
+        """Tiled prediction as a generator of progress events returning the :class:`Prediction`
+        (labels and probabilities); ``cfg`` defaults to the model's own (tuned) settings."""
+        return predict(self.model_fn, image, self.norm, cfg or self.predict_config, self.model_config.in_channels)
 
     def settings(self, **changes: Any) -> PredictConfig:
         """The model's own prediction settings with some changed (``tile=256, tta=True``, ...)."""

@@ -1,4 +1,4 @@
-"""The one loop of optimisation steps: :class:`slimseg.train.Trainer` runs it epoch by epoch,
+"""The one loop of optimisation steps: :class:`slimseg.training.Trainer` runs it epoch by epoch,
 compression fine-tuning (QAT, pruning recovery) once under its step and time budget."""
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_unstructured_file_is_sparse_smaller_and_keeps_masks_through_fine_tuning
     assert (tmp_path / "s.slimseg").stat().st_size < 0.5 * float_size
     seg = from_model_file(io.load(tmp_path / "s.slimseg"))
     assert seg.kind == "float-sparse" and "not time" in seg.meta["runtime"]
-    assert seg.predict_labels(images[0][:45, :37]).shape == (45, 37)
+    assert seg.predict(images[0][:45, :37]).shape == (45, 37)
 
 
 def test_apply_masks_zeroes_the_dropped_weights():
@@ -127,7 +127,7 @@ def test_prune_structured_fine_tunes_and_loads_as_a_float_model(disks, tmp_path)
         assert mf.meta.get("predict") is None and tuned["seed_threshold"] == 0.5  # the default kept
     seg = from_model_file(io.load(io.save(mf, tmp_path / "p.slimseg")))
     assert count_parameters(seg.module) == mf.meta["compression"]["parameters"]
-    assert seg.predict_labels(images[0]).shape == images[0].shape
+    assert seg.predict(images[0]).shape == images[0].shape
 
 
 def test_prune_then_quantise_keeps_the_pruned_widths(disks, tmp_path):
@@ -139,7 +139,7 @@ def test_prune_then_quantise_keeps_the_pruned_widths(disks, tmp_path):
     assert mf.tensors["weights_int8"].dtype == np.int8
     assert "history" not in mf.meta.get("training", {})
     seg = from_model_file(io.load(io.save(mf, tmp_path / "pq.slimseg")), engine="reference")
-    assert seg.predict_labels(images[0][:40, :44]).shape == (40, 44)
+    assert seg.predict(images[0][:40, :44]).shape == (40, 44)
 
 
 def test_pruning_needs_labels_unless_it_does_not_fine_tune(disks):

@@ -133,7 +133,7 @@ def test_int8_file_round_trips_without_pickles(ptq_file, tmp_path, disks):
 def test_odd_image_sizes_predict_through_the_common_path(ptq_file, disks):
     seg = from_model_file(ptq_file, engine="reference")
     img = disks[0][0][:45, :37]
-    labels = seg.predict_labels(img)
+    labels = seg.predict(img)
     assert labels.shape == img.shape
 
 
@@ -209,7 +209,7 @@ def test_onnx_backend_is_close_to_float_and_round_trips(source, disks, tmp_path)
     with torch.inference_mode():
         mean, worst = relative_error(seg.model_fn(x), float_logits(source, x))
     assert mean < 0.01 and worst < 0.05, (mean, worst)
-    assert seg.predict_labels(images[0][:45, :37]).shape == (45, 37)
+    assert seg.predict(images[0][:45, :37]).shape == (45, 37)
 
 
 def test_qat_fine_tunes_and_keeps_close_to_float(source, disks, monkeypatch):

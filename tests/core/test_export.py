@@ -20,7 +20,7 @@ from slimseg.events import run  # noqa: E402
 from slimseg.export import ExportConfig, export_model  # noqa: E402
 from slimseg.sample import load_sample  # noqa: E402
 from slimseg.segmenter import load_segmenter  # noqa: E402
-from slimseg.train import Trainer, to_model_file  # noqa: E402
+from slimseg.training import Trainer, to_model_file  # noqa: E402
 
 # the spec's default reproducibility tolerance (bioimageio.spec ReproducibilityTolerance)
 RTOL = ATOL = 1e-3
@@ -89,7 +89,7 @@ def test_the_package_describes_the_model(package, trained):
 
 def _slimseg_probabilities(path, image):
     seg = load_segmenter(path)
-    return run(seg.predict(image, seg.settings(tile=max(image.shape), overlap=0))).probabilities.astype(np.float32)
+    return run(seg.predict_events(image, seg.settings(tile=max(image.shape), overlap=0))).probabilities.astype(np.float32)
 
 
 @pytest.mark.parametrize("kind", ["float", "float-sparse"])

@@ -93,7 +93,7 @@ def test_every_run_shares_the_split_seed_and_the_budget():
 
 def test_trainer_split_follows_split_seed_not_seed():
     from slimseg.config import TrainConfig
-    from slimseg.train import Trainer
+    from slimseg.training import Trainer
 
     rng = np.random.default_rng(0)
     images = [rng.random((32, 32), dtype=np.float32) for _ in range(10)]

@@ -57,7 +57,7 @@ def model_file(tmp_path_factory):
     from slimseg.config import ModelConfig, TrainConfig
     from slimseg.events import run
     from slimseg.sample import load_sample
-    from slimseg.train import Trainer, to_model_file
+    from slimseg.training import Trainer, to_model_file
 
     _, images, labels = load_sample("train")
     cfg = TrainConfig(epochs=2, batch_size=4, patch_size=32, patches_per_epoch=16, val_fraction=0.0,

@@ -38,10 +38,10 @@ def model_size_mb(mf: io.ModelFile) -> float:
 def score_models(models: Sequence[tuple[str, io.ModelFile]], images: Sequence[np.ndarray],
                  truths: Sequence[np.ndarray], settings: dict[str, Any] | None = None
                  ) -> Generator[Progress, None, tuple[dict, dict]]:
-    """Score every model on the same images with :func:`slimseg.evaluate.score_model` (warmed up, its
+    """Score every model on the same images with :func:`slimseg.evaluation.score_model` (warmed up, its
     end-to-end latency per image), each with its own (tuned) prediction settings changed by
     ``settings``; return (rows: name -> scores, predictions: name -> labels per image)."""
-    from ..evaluate import score_model
+    from ..evaluation import score_model
     from ._session import runnable
 
     rows, predictions = {}, {}

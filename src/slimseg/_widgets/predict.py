@@ -40,7 +40,7 @@ def predict_planes(mf: Any, name: str, images: list, settings: dict, stop: Any, 
     cfg = seg.settings(**settings)
     labels, probs = [], []
     for k, plane in enumerate(images):
-        pred = yield from until_stopped(overall_progress(seg.predict(plane, cfg), k, len(images)), stop,
+        pred = yield from until_stopped(overall_progress(seg.predict_events(plane, cfg), k, len(images)), stop,
                                         lambda: None)
         if pred is None:
             return None

@@ -169,7 +169,7 @@ class TrainWidget(JobHost, Container):
         self._budget_s = cfg.minutes * 60 if cfg.minutes else None
 
         def body(stop):
-            from ..train import Trainer
+            from ..training import Trainer
 
             yield Message(f"preparing {len(images)} image(s) ...")
             trainer = Trainer(images, labels, cfg, model_cfg, names=names)
@@ -214,7 +214,7 @@ class TrainWidget(JobHost, Container):
     def _on_done(self, result: Any) -> None:
         from napari.utils.notifications import show_info
 
-        from ..train import to_model_file
+        from ..training import to_model_file
 
         mf = to_model_file(result)
         dice = f"val Dice {result.best_val_dice:.3f}" if result.best_epoch else "not validated"

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__, io
+from .. import io
+from .._version import __version__
 from ..config import to_dict
 from ..device import cpu_flags, use_bf16
 from ..errors import InputError

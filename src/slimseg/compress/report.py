@@ -3,7 +3,7 @@
 :func:`benchmark` times the model call alone on batches of tiles (``latency_ms_b{b}``: the part
 compression speeds up), every model in one process, interleaving them repeat by repeat so that a
 busy machine slows all of them alike, and reports medians. Accuracy comes from the one scorer,
-:func:`slimseg.evaluate.score_model` (via ``evaluate``), whose *latency* is the end-to-end time per
+:func:`slimseg.evaluation.score_model` (via ``evaluate_events``), whose *latency* is the end-to-end time per
 image. Speed-ups and metric changes are relative to the first model (the float reference).
 """
 
@@ -152,12 +152,12 @@ def benchmark_events(models: Sequence[Any], images: Sequence[np.ndarray], labels
             row[f"latency_ms_b{b}"] = 1000 * statistics.median(ts)
             row[f"latency_runs_b{b}"] = len(ts)
     if labels is not None:
-        from ..evaluate import evaluate
+        from ..evaluation import evaluate_events
 
         for (name, seg, _, _), row in zip(entries, rows):
             yield Message(f"benchmark: scoring {name} on {len(images)} images")
             t0 = time.perf_counter()
-            scores = yield from evaluate(seg, images, labels, predict_cfg, names)
+            scores = yield from evaluate_events(seg, images, labels, predict_cfg, names)
             row.update({k: scores[k] for k in METRICS})
             row["eval_seconds"] = time.perf_counter() - t0
     _relative(rows, batch_sizes)

@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config import to_dict
 from ..errors import InputError
 from ..events import run
@@ -63,7 +63,7 @@ def slimseg_probabilities(source: Source, image: np.ndarray) -> np.ndarray:
     """slimseg's own probabilities of ``image`` (one tile: the image fits), float32 (2, H, W)."""
     seg = source.segmenter
     settings = seg.settings(tile=max(32, *image.shape[:2]), overlap=0, tta=False)
-    return run(seg.predict(image, settings)).probabilities.astype(np.float32)
+    return run(seg.predict_events(image, settings)).probabilities.astype(np.float32)
 
 
 def write_bioimageio(source: Source, out: Path, cfg: ExportConfig, model_path: Path) -> Path:

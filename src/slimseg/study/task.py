@@ -23,7 +23,7 @@ from .grid import RunSpec, StudyConfig
 PROBE_STEPS = 4
 # The post-processing every run is scored with: PredictConfig defaults (thresholds 0.5), the same for all.
 SCORING = PredictConfig()
-# Pooled metrics of the held-out images kept in results.csv (keys of evaluate()'s summary).
+# Pooled metrics of the held-out images kept in results.csv (keys of evaluate_events()'s summary).
 METRICS = ("dice", "jaccard", "precision", "recall", "dice_mean", "jaccard_mean", "precision_mean",
            "recall_mean", "instance_precision", "instance_recall", "instance_f1", "dsb_score", "n_images")
 
@@ -76,9 +76,9 @@ def train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData, threa
 
 
 def _train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData) -> dict[str, Any]:
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate_events
     from ..events import run as drain
-    from ..train import Trainer, to_model_file
+    from ..training import Trainer, to_model_file
 
     tc = config.train_config(run)
     t0 = time.perf_counter()
@@ -87,7 +87,7 @@ def _train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData) -> d
     t1 = time.perf_counter()
     scoring = result.predict_config if config.scoring == "tuned" else SCORING
     seg = fast_segmenter(result, tc, scoring)
-    metrics = drain(evaluate(seg, data.test_images, data.test_labels, scoring, names=data.test_names))
+    metrics = drain(evaluate_events(seg, data.test_images, data.test_labels, scoring, names=data.test_names))
     per_image = metrics.pop("per_image")
     model = to_model_file(result, {"test": metrics})
     t2 = time.perf_counter()
@@ -142,7 +142,7 @@ def probe_epoch(config: StudyConfig, data: StudyData, threads: int | None = None
     the budget), ``steps_per_epoch`` and ``epoch_s`` = steps_per_epoch * step_s + val_s.
     """
     from ..events import EpochEnd, StepEnd
-    from ..train import Trainer
+    from ..training import Trainer
 
     set_threads(threads)
     tune_malloc()

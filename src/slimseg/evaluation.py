@@ -1,6 +1,6 @@
 """Score a model (or the classical baseline) on images with ground-truth instance labels.
 
-:func:`score_model` is the one scorer: :func:`evaluate` (CLI, study, compression benchmark) and the
+:func:`score_model` is the one scorer: :func:`evaluate_events` (CLI, study, compression benchmark) and the
 Compare widget both call it.
 """
 
@@ -35,7 +35,7 @@ class ModelScores:
     labels: list[np.ndarray] = field(default_factory=list)  # the predicted labels, when kept
 
     def report(self) -> dict[str, Any]:
-        """The summary with a ``per_image`` list: what :func:`evaluate` returns."""
+        """The summary with a ``per_image`` list: what :func:`evaluate_events` returns."""
         return {**self.summary, "per_image": self.per_image}
 
 
@@ -51,20 +51,20 @@ def score_model(segmenter: Segmenter, images: Sequence[np.ndarray], labels: Sequ
     (first-call allocation) do not land on the first image. ``keep_labels`` keeps the predictions."""
 
     def segment(img):
-        return (yield from segmenter.predict(img, cfg)).labels
+        return (yield from segmenter.predict_events(img, cfg)).labels
 
     return (yield from _score(segment, images, labels, names, warm_up, keep_labels))
 
 
-def evaluate(segmenter: Segmenter, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-             cfg: PredictConfig | None = None, names: Sequence[str] | None = None
-             ) -> Generator[Progress, None, dict[str, Any]]:
+def evaluate_events(segmenter: Segmenter, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                    cfg: PredictConfig | None = None, names: Sequence[str] | None = None
+                    ) -> Generator[Progress, None, dict[str, Any]]:
     """Yield progress per image; return the summary (see ``SegmentationScores.summary``) with a
     ``per_image`` list. ``cfg`` defaults to the model's own prediction settings."""
     return (yield from score_model(segmenter, images, labels, cfg, names)).report()
 
 
-def evaluate_baseline(images, labels, names=None) -> Generator[Progress, None, dict[str, Any]]:
+def baseline_events(images, labels, names=None) -> Generator[Progress, None, dict[str, Any]]:
     """The same scores for Otsu threshold + distance-transform watershed."""
 
     def segment(img):

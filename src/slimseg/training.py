@@ -10,6 +10,7 @@ import copy
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,10 @@ class TrainResult:
     def segmenter(self) -> Segmenter:
         """The trained model, ready to predict with its tuned thresholds."""
         return Segmenter.from_module(self.model, self.norm, {"predict": to_dict(self.predict_config)})
+
+    def save(self, path: str | Path, overwrite: bool = False, metrics: dict[str, Any] | None = None) -> Path:
+        """Write the model file (atomically; an existing file only with ``overwrite``)."""
+        return io.save(to_model_file(self, metrics), path, overwrite=overwrite)
 
     def record(self) -> dict[str, Any]:
         """The training record stored in the model file."""

@@ -7,7 +7,7 @@ import torch
 from slimseg.config import ModelConfig, TrainConfig
 from slimseg.errors import InputError
 from slimseg.events import EpochEnd, Message, StepEnd, run
-from slimseg.train import Trainer, to_model_file
+from slimseg.training import Trainer, to_model_file
 
 TINY = ModelConfig(widths=(8, 16))
 

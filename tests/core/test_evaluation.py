@@ -1,4 +1,4 @@
-"""The one model scorer: scores, latency per image, kept predictions, and evaluate() on top of it."""
+"""The one model scorer: scores, latency per image, kept predictions, and evaluate_events() on top of it."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.errors import InputError
-from slimseg.evaluate import WARM_UP_CROP, evaluate, score_model
+from slimseg.evaluation import WARM_UP_CROP, evaluate_events, score_model
 from slimseg.events import Progress, run
 from slimseg.metrics import score_images
 from slimseg.model import UNet
@@ -28,7 +28,7 @@ def test_score_model_scores_times_and_keeps_predictions(segmenter, disks):
     assert [r["name"] for r in scores.per_image] == list("abcd") and scores.latency_ms > 0
     mine = [(e.done, e.total, e.message) for e in events if isinstance(e, Progress) and e.stage == "evaluate"]
     assert mine == [(1, 4, "a"), (2, 4, "b"), (3, 4, "c"), (4, 4, "d")]
-    assert run(evaluate(segmenter, images, labels, names=list("abcd"))) == scores.report()
+    assert run(evaluate_events(segmenter, images, labels, names=list("abcd"))) == scores.report()
     assert not run(score_model(segmenter, images, labels)).labels  # not kept unless asked
 
 
@@ -36,13 +36,13 @@ def test_warm_up_segments_a_crop_first_untimed(segmenter, monkeypatch):
     images = [np.zeros((100, 80), np.uint8), np.zeros((40, 50), np.uint8)]
     labels = [np.zeros(im.shape, np.uint16) for im in images]
     seen = []
-    predict = segmenter.predict
+    predict = segmenter.predict_events
 
     def spy(image, cfg=None):
         seen.append(image.shape)
         return predict(image, cfg)
 
-    monkeypatch.setattr(segmenter, "predict", spy)
+    monkeypatch.setattr(segmenter, "predict_events", spy)
     scores = run(score_model(segmenter, images, labels, warm_up=True))
     assert seen == [(WARM_UP_CROP, WARM_UP_CROP), (100, 80), (40, 50)] and len(scores.per_image) == 2
     seen.clear()

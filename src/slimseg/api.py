@@ -1,0 +1,101 @@
+"""The blocking Python API: ``slimseg.train``, ``slimseg.load``, ``slimseg.evaluate``.
+
+Each call drains a generator of progress events (``Trainer.fit``, ``Segmenter.predict_events``,
+``slimseg.evaluation.evaluate_events``); GUIs and progress bars use those generators directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import ModelConfig, PredictConfig, TrainConfig
+from .errors import InputError
+from .events import format_event, run
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .segmenter import Segmenter
+    from .training import TrainResult
+
+Images = "str | os.PathLike | Sequence[np.ndarray]"
+
+
+def _reporter(progress: bool | Callable[[Any], None]) -> Callable[[Any], None] | None:
+    if callable(progress):
+        return progress
+    if not progress:
+        return None
+
+    def show(event: Any) -> None:
+        line = format_event(event)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _data(images: Any, labels: Any, names: Sequence[str] | None, what: str):
+    """(names, images, labels) from a DATA folder (images/ + labels/) or from arrays."""
+    if isinstance(images, (str, os.PathLike)):
+        if labels is not None:
+            raise InputError(f"{what}: give a DATA folder or images and labels, not both")
+        from .data.folder import load_folder
+
+        return load_folder(images)
+    if labels is None:
+        raise InputError(f"{what}: give the instance labels of the images (or a DATA folder)")
+    return names, list(images), list(labels)
+
+
+def _config(cls: type, base: Any, options: dict[str, Any]) -> Any:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise InputError(f"unknown {cls.__name__} option(s) {', '.join(unknown)}; choose from: {', '.join(sorted(fields))}")
+    return dataclasses.replace(base or cls(), **options)
+
+
+def train(images: Any, labels: Sequence[np.ndarray] | None = None, *, config: TrainConfig | None = None,
+          model: ModelConfig | None = None, names: Sequence[str] | None = None,
+          progress: bool | Callable[[Any], None] = False, **options: Any) -> TrainResult:
+    """Train a U-Net on ``images`` and their instance ``labels`` (or a DATA folder) and return the result
+    (``result.save(path)``, ``result.segmenter()``). ``options`` are :class:`TrainConfig` fields, e.g.
+    ``minutes=5, optimizer="rmsprop"``; ``progress=True`` prints progress to stderr. Ctrl-C stops training
+    and returns the best model so far."""
+    from .training import Trainer
+
+    names, images, labels = _data(images, labels, names, "train")
+    trainer = Trainer(images, labels, _config(TrainConfig, config, options), model, names=names)
+    try:
+        return run(trainer.fit(), _reporter(progress))
+    except KeyboardInterrupt:
+        warnings.warn("training interrupted: returning the best model so far", stacklevel=2)
+        return trainer.result()
+
+
+def load(path: str | Path, engine: str = "auto") -> Segmenter:
+    """Load a slimseg model file (any kind) for prediction: ``load(path).predict(image) -> labels``."""
+    from .segmenter import load_segmenter
+
+    return load_segmenter(path, engine=engine)
+
+
+def evaluate(model: Segmenter | str | Path, images: Any, labels: Sequence[np.ndarray] | None = None, *,
+             names: Sequence[str] | None = None, progress: bool | Callable[[Any], None] = False,
+             **settings: Any) -> dict[str, Any]:
+    """Score ``model`` (a loaded model or a model file) on images with ground-truth instance labels (or a
+    DATA folder): pixel and instance scores, pooled and per image. ``settings`` change the model's own
+    :class:`PredictConfig` (``tta=True``, ...)."""
+    from .evaluation import evaluate_events
+
+    seg = load(model) if isinstance(model, (str, os.PathLike)) else model
+    names, images, labels = _data(images, labels, names, "evaluate")
+    cfg = _config(PredictConfig, seg.predict_config, settings)
+    return run(evaluate_events(seg, images, labels, cfg, names=names), _reporter(progress))
