@@ -1,4 +1,4 @@
-"""Device choice and CPU feature detection (bf16 autocast pays only where the CPU has AMX)."""
+"""Device choice and CPU feature detection (bf16 autocast pays only where the CPU has native bf16)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def cpu_summary() -> dict[str, bool | str]:
 
 def use_bf16(setting: str, device: torch.device) -> bool:
     """bf16 autocast: 'on', 'off', or 'auto' = CUDA with bf16 support, or a CPU with native bf16
-    arithmetic (AMX or AVX512-BF16: 3x faster training measured here); elsewhere bf16 is emulated and slow."""
+    arithmetic (AMX or AVX512-BF16); elsewhere bf16 is emulated and slow."""
     if setting in ("on", "off"):
         return setting == "on"
     if device.type == "cuda":

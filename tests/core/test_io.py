@@ -249,3 +249,12 @@ def test_cli_predict_on_a_hostile_file_exits_2_with_the_reason(tmp_path, model_f
     err = capsys.readouterr().err
     assert "slimseg predict: error:" in err and "TiB" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_model_file_keeps_zero_dim_tensors(tmp_path):
+    model = UNet(ModelConfig(widths=(4, 8)))
+    mf = io.from_module(model, model.config, NormConfig())
+    loaded = io.load(io.save(mf, tmp_path / "m.slimseg"))
+    for name, arr in mf.tensors.items():
+        assert loaded.tensors[name].shape == arr.shape, name
+        assert np.array_equal(loaded.tensors[name], arr), name

@@ -47,6 +47,8 @@ class SessionModels:
         return len(self._models)
 
 
+# The one module-level mutable state, on purpose: the per-viewer model store all of a viewer's widgets
+# share (weak keys: it goes with its viewer).
 _STORES: weakref.WeakKeyDictionary[Any, SessionModels] = weakref.WeakKeyDictionary()
 
 

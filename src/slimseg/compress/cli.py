@@ -26,9 +26,9 @@ def add_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("benchmark", help="compare models: size, parameters, latency, accuracy",
+    p = sub.add_parser("benchmark", help="compare models: size, parameters, model-call time, accuracy",
                        description="Measure models in one process, interleaved: file size, parameters, median "
-                       "latency on 512x512 tiles (batch 1 and 8), speed-up and metric change vs the first "
+                       "model-call time on 512x512 tiles (batch 1 and 8), speed-up and metric change vs the first "
                        "model, and the CPU flags int8 speed depends on.")
     p.add_argument("models", nargs="+", help="model files; the first is the reference")
     p.add_argument("--data", required=True, help="folder with images/ and labels/")

@@ -34,9 +34,8 @@ INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags of the int8 do
 def int8_backend(requested: str) -> tuple[str, str]:
     """The int8 backend for ``requested`` (``auto``, ``pt2e`` or ``onnx``) on this CPU, and why.
 
-    ``auto``: PT2E where the CPU has VNNI or AMX (oneDNN's int8 kernels: 1.9x faster than ONNX Runtime
-    at batch 8 here), ONNX Runtime elsewhere (with the CPU limited to AVX2 it ran 1.7-1.8x faster
-    than PT2E, which then reached only 1.8-2.2x the float speed; ``benchmarks/compress.md``)."""
+    ``auto``: PT2E where the CPU has VNNI or AMX (oneDNN's int8 kernels are the faster ones there),
+    ONNX Runtime elsewhere (faster than PT2E on AVX2-only CPUs; ``benchmarks/compress.md``)."""
     if requested != "auto":
         return requested, "asked for"
     flags = cpu_flags()

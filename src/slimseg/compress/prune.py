@@ -91,8 +91,8 @@ def refit_head(pruned: UNet, teacher: nn.Module, batches, pixels_per_batch: int 
     teacher's on ``batches`` (He et al. 2017 reconstruct pruned layers this way).
 
     Needed because magnitude pruning is blind to the sign of the head's weights: at 50% it can keep
-    only features that vote *against* foreground, and the network then cannot predict any (measured
-    here: Dice 0 before, 0.81 after this refit, before any fine-tuning). Returns the RMS logit error."""
+    only features that vote *against* foreground, and the network then cannot predict any.
+    Returns the RMS logit error."""
     feats: list[torch.Tensor] = []
     hook = pruned.head.register_forward_hook(lambda m, inp, out: feats.append(inp[0]))
     gen = torch.Generator().manual_seed(seed)

@@ -1,6 +1,6 @@
 """What compression bought: file size, parameters, model-call time and accuracy of models side by side.
 
-:func:`benchmark` times the model call alone on batches of tiles (``latency_ms_b{b}``: the part
+:func:`benchmark` times the model call alone on batches of tiles (``model_ms_b{b}``: the part
 compression speeds up), every model in one process, interleaving them repeat by repeat so that a
 busy machine slows all of them alike, and reports medians. Accuracy comes from the one scorer,
 :func:`slimseg.evaluation.score_model` (via ``evaluate_events``), whose *latency* is the end-to-end time per
@@ -88,7 +88,7 @@ def parameter_counts(seg: Segmenter, mf: io.ModelFile | None) -> tuple[int, int]
     return n, n
 
 
-def latency_batch(images: Sequence[np.ndarray], seg: Segmenter, tile: int, batch: int) -> torch.Tensor:
+def tile_batch(images: Sequence[np.ndarray], seg: Segmenter, tile: int, batch: int) -> torch.Tensor:
     """(batch, C, tile, tile) normalised crops of the given images (reflect-padded where smaller)."""
     crops = []
     for i in range(batch):
@@ -103,8 +103,7 @@ def latency_batch(images: Sequence[np.ndarray], seg: Segmenter, tile: int, batch
 
 def _time(fn, x: torch.Tensor) -> float:
     """Seconds of one call right after an untimed one: the steady state of tile batch after tile batch.
-    Timed after another model instead, a call can pay for memory the other gave back (measured: up to
-    1.5x slower for the float model after a small int8 one)."""
+    Timed after another model instead, a call can pay for memory the other gave back."""
     with torch.inference_mode():
         fn(x)
         t = time.perf_counter()
@@ -136,7 +135,7 @@ def benchmark_events(models: Sequence[Any], images: Sequence[np.ndarray], labels
                      "parameters": params, "nonzero_parameters": nonzero,
                      "threads": torch.get_num_threads(), "tile": tile})
     for b in batch_sizes:
-        x = latency_batch(images, entries[0][1], tile, b)
+        x = tile_batch(images, entries[0][1], tile, b)
         for name, seg, _, _ in entries:
             yield Message(f"benchmark: warming up {name} at batch {b}")
             with torch.inference_mode():
@@ -147,10 +146,10 @@ def benchmark_events(models: Sequence[Any], images: Sequence[np.ndarray], labels
             order = [(r + k) % len(entries) for k in range(len(entries))]  # rotate: no fixed position
             for i in order:
                 times[i].append(_time(entries[i][1].model_fn, x))
-            yield Progress(f"latency b{b}", r + 1, repeats)
+            yield Progress(f"model call b{b}", r + 1, repeats)
         for row, ts in zip(rows, times):
-            row[f"latency_ms_b{b}"] = 1000 * statistics.median(ts)
-            row[f"latency_runs_b{b}"] = len(ts)
+            row[f"model_ms_b{b}"] = 1000 * statistics.median(ts)
+            row[f"model_runs_b{b}"] = len(ts)
     if labels is not None:
         from ..evaluation import evaluate_events
 
@@ -171,7 +170,7 @@ def _relative(rows: list[dict[str, Any]], batch_sizes: Sequence[int]) -> None:
             row["file_ratio"] = row["file_bytes"] / ref["file_bytes"]
         row["parameter_ratio"] = row["parameters"] / ref["parameters"] if ref["parameters"] else math.nan
         for b in batch_sizes:
-            row[f"speedup_b{b}"] = ref[f"latency_ms_b{b}"] / row[f"latency_ms_b{b}"]
+            row[f"speedup_b{b}"] = ref[f"model_ms_b{b}"] / row[f"model_ms_b{b}"]
         for k in METRICS:
             if k in row and k in ref:
                 row[f"delta_{k}_pp"] = 100 * (row[k] - ref[k])
@@ -181,7 +180,7 @@ def benchmark(models: Sequence[Any], images: Sequence[np.ndarray], labels: Seque
               names: Sequence[str] | None = None, on_event=None, **kw: Any) -> list[dict[str, Any]]:
     """Measure ``models`` (model file paths, Segmenters or (name, either) pairs) on ``images``:
     file size, parameters, median model-call time per batch size on ``tile``-square tiles
-    (``latency_ms_b{b}``: the model call only, ``torch.get_num_threads()`` threads),
+    (``model_ms_b{b}``: the model call only, ``torch.get_num_threads()`` threads),
     Dice/Jaccard/instance F1 with ``labels`` (None skips them), and each relative to the first
     model. One dict per model."""
     return run(benchmark_events(models, images, labels, names, **kw), on_event)
@@ -196,13 +195,13 @@ def _fmt(v: Any, spec: str) -> str:
 def format_table(rows: Sequence[dict[str, Any]], machine: dict[str, Any] | None = None,
                  markdown: bool = False) -> str:
     """A text (or markdown) table of :func:`benchmark` rows, with the machine's int8-relevant flags."""
-    bs = sorted({int(k.split("_b")[-1]) for r in rows for k in r if k.startswith("latency_ms_b")})
+    bs = sorted({int(k.split("_b")[-1]) for r in rows for k in r if k.startswith("model_ms_b")})
     cols = [("model", lambda r: r["name"]), ("method", lambda r: r["method"]),
             ("size MB", lambda r: _fmt(r["file_bytes"] / 1e6 if r.get("file_bytes") else None, ".3f")),
             ("size x", lambda r: _fmt(r.get("file_ratio"), ".3f")),
             ("params", lambda r: f"{r['parameters']:,}"), ("params x", lambda r: _fmt(r.get("parameter_ratio"), ".3f"))]
     for b in bs:
-        cols += [(f"b{b} ms", lambda r, b=b: _fmt(r.get(f"latency_ms_b{b}"), ".1f")),
+        cols += [(f"b{b} ms", lambda r, b=b: _fmt(r.get(f"model_ms_b{b}"), ".1f")),
                  (f"b{b} speed-up", lambda r, b=b: _fmt(r.get(f"speedup_b{b}"), ".2f"))]
     if any("dice" in r for r in rows):
         for k, label in (("dice", "Dice"), ("jaccard", "Jaccard"), ("instance_f1", "inst F1")):
@@ -224,5 +223,5 @@ def format_table(rows: Sequence[dict[str, Any]], machine: dict[str, Any] | None 
         extra = "".join(f", {k}={machine[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in machine)
         lines.append(f"\nCPU: {machine.get('cpu', '?')} ({flags}; torch ISA {machine.get('torch_cpu_capability')}"
                      f"{extra}); {machine.get('threads')} threads; tiles {rows[0].get('tile')}x{rows[0].get('tile')}; "
-                     "latency = median of interleaved runs, model call only")
+                     "b1/b8 ms = median time of one model call (interleaved runs), not end to end")
     return "\n".join(lines)

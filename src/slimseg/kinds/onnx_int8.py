@@ -40,8 +40,7 @@ def load(mf: io.ModelFile, meta: dict[str, Any], threads: int | None = None) -> 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
-    # no busy-waiting after each run: the spinning threads took the CPU from whatever ran next (the
-    # next model in slimseg benchmark ran 2x slower at batch 1; ONNX Runtime itself lost nothing)
+    # no busy-waiting after each run: the spinning threads take the CPU from whatever runs next
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     try:

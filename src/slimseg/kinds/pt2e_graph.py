@@ -44,8 +44,8 @@ def import_torchao() -> None:
 
 def quantizer(is_qat: bool = False):
     """torchao's x86 quantizer, taught one more int8-in/int8-out op: the decoder's nearest
-    upsampling. Then the concatenation after it runs on uint8 too instead of float32 (about 10%
-    faster at batch 8 here). Where torchao's internals differ, the stock quantizer is used."""
+    upsampling, so the concatenation after it runs on uint8 too instead of float32 (benchmarks/compress.md).
+    Where torchao's internals differ, the stock quantizer is used."""
     import_torchao()
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xq
 

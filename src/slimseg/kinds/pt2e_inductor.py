@@ -18,7 +18,7 @@ import torch
 
 from .fold import dynamic_example
 
-_REGISTER_LOCK = threading.Lock()
+_REGISTER_LOCK = threading.Lock()  # process-wide, as the op registry it guards
 
 
 def have_cpp_compiler() -> bool:
@@ -91,9 +91,9 @@ def _uint8_cat_op() -> Any:
     Inductor's ``ConcatKernel``. Inductor lowers every int8/uint8 ``aten.cat`` on CPU to a call of
     ATen's cat instead (a TODO in its lowering from before it vectorised uint8 code): its inputs
     are first written out whole, then copied. ``ConcatKernel`` writes each input straight into its
-    slice of the output, the decoder's upsampling included, and lets Inductor reuse buffers: the
-    int8 U-Net ran 3-5% faster here, with the same output bits. None where this torch lacks the
-    internals it uses (then the stock lowering stays)."""
+    slice of the output, the decoder's upsampling included, and lets Inductor reuse buffers (same
+    output bits, faster: benchmarks/compress.md). None where this torch lacks the internals it uses
+    (then the stock lowering stays)."""
     with _REGISTER_LOCK:  # two threads compiling at once must not register twice
         return _register_uint8_cat()
 
@@ -125,12 +125,11 @@ def for_inductor(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
     - dequantize -> max-pool -> quantize with one scale and zero point (the quantizer shares them)
       becomes max-pooling of the uint8 values, exact since quantisation is monotonic. Inductor
-      compiles it into one vectorised loop instead of calling ``quantized::max_pool2d``: 2.0 vs 25 ms
-      at batch 8 on 16x512x512 here.
+      compiles it into one vectorised loop instead of calling ``quantized::max_pool2d``.
     - dequantize -> concatenate -> quantize with shared parameters becomes a concatenation of the
       uint8 values (as Inductor's own pattern pass does), by :func:`_uint8_cat_op` where it exists.
     - The output stays in the channels-last layout the last int8 conv writes, instead of being copied
-      to the default layout (3% of the batch-8 run time here); callers see the same values.
+      to the default layout; callers see the same values.
     """
     for op in (torch.ops.aten.max_pool2d.default, torch.ops.aten.cat.default):
         for node in list(gm.graph.nodes):

@@ -29,8 +29,8 @@ from .task import probe_epoch, train_and_evaluate, usable_cores
 
 
 def default_workers() -> int:
-    """One worker process per core, each run on one torch thread: measured faster here than one
-    worker with all cores (docs/study.md, "Workers")."""
+    """One worker process per core, each run on one torch thread: faster than one worker with all
+    cores (docs/study.md, "Workers")."""
     return max(1, usable_cores())
 
 
@@ -79,7 +79,7 @@ def share(client, data: StudyData):
     """The data as a cluster-held future that survives the loss of workers.
 
     Not ``client.scatter``: scattered data live only on workers and die with them (a killed worker
-    once cancelled a whole study here). A task that returns the data is kept by the scheduler with
+    would cancel the whole study). A task that returns the data is kept by the scheduler with
     its input, so Dask recomputes it on another worker when the holders die. Workers fetch it once.
     """
     import uuid

@@ -112,9 +112,9 @@ def _train_and_evaluate(run: RunSpec, config: StudyConfig, data: StudyData) -> d
 
 def fast_segmenter(result, tc, scoring: PredictConfig = SCORING):
     """The trained model for scoring, run the way the trainer validates it: channels-last, and bf16
-    autocast where the trainer uses it (on this CPU 4-5x faster than float32; every run is scored
-    the same way, so the comparison stays fair), BatchNorm folded into the convs, post-processed with
-    ``scoring`` (the study's fixed :data:`SCORING`, or the run's own tuned thresholds)."""
+    autocast where the trainer uses it (every run is scored the same way, so the comparison stays
+    fair), BatchNorm folded into the convs, post-processed with ``scoring`` (the study's fixed
+    :data:`SCORING`, or the run's own tuned thresholds)."""
     import torch
 
     from ..device import resolve_device, use_bf16

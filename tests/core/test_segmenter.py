@@ -1,22 +1,12 @@
-"""Core additions made for the napari widgets: 0-d tensors survive a model file, and a Segmenter builds
-from in-memory model-file content (models trained in a napari session)."""
+"""A Segmenter builds from in-memory model-file content (a model trained in a napari session) exactly as
+from the saved file."""
 
-import numpy as np
 import torch
 
 from slimseg import io
 from slimseg.config import ModelConfig, NormConfig
 from slimseg.model import UNet
 from slimseg.segmenter import from_model_file, load_segmenter
-
-
-def test_model_file_keeps_zero_dim_tensors(tmp_path):
-    model = UNet(ModelConfig(widths=(4, 8)))
-    mf = io.from_module(model, model.config, NormConfig())
-    loaded = io.load(io.save(mf, tmp_path / "m.slimseg"))
-    for name, arr in mf.tensors.items():
-        assert loaded.tensors[name].shape == arr.shape, name
-        assert np.array_equal(loaded.tensors[name], arr), name
 
 
 def test_segmenter_from_in_memory_model_file_matches_loaded_file(tmp_path):
