@@ -181,7 +181,7 @@ def memory(size: int, model_path: str | None) -> None:
 _MALLOC_CHILD = """
 import os, sys, time, torch
 torch.set_num_threads(1)
-import slimseg.host, slimseg.train
+import slimseg.host, slimseg.training
 if sys.argv[1] == "1":
     slimseg.host.tune_malloc()
 from slimseg.config import TrainConfig

@@ -21,7 +21,7 @@ def _env_after(code: str, given: str | None) -> str:
 
 
 def test_importing_slimseg_leaves_the_process_alone():
-    assert _env_after("import os, slimseg, slimseg.train, slimseg.predict", None) == "-"
+    assert _env_after("import os, slimseg, slimseg.training, slimseg.predict", None) == "-"
 
 
 def test_tune_process_asks_torch_for_huge_pages_unless_the_user_said_otherwise():
