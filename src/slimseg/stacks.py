@@ -36,10 +36,11 @@ class StackResult:
 
 
 def link_axis(plane_axes: str) -> int | None:
-    """The plane axis that objects are linked along: Z where the axes say so, else the last plane axis."""
-    if not plane_axes:
-        return None
-    return plane_axes.index("Z") if "Z" in plane_axes else len(plane_axes) - 1
+    """The plane axis that objects are linked along: Z where the axes say so, else the last plane axis
+    where its meaning is unknown (a plain stack); never time."""
+    if "Z" in plane_axes:
+        return plane_axes.index("Z")
+    return len(plane_axes) - 1 if plane_axes.endswith("Q") else None
 
 
 def relabel_after(labels: np.ndarray, start: int) -> tuple[np.ndarray, int]:

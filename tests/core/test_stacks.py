@@ -77,7 +77,8 @@ def test_stitching_links_overlapping_objects_into_3d_objects():
 
 
 def test_stitching_runs_along_z_for_tz_stacks():
-    assert link_axis("TZ") == 1 and link_axis("ZT") == 0 and link_axis("Q") == 0 and link_axis("") is None
+    assert link_axis("TZ") == 1 and link_axis("ZT") == 0 and link_axis("Q") == 0 and link_axis("TQ") == 1
+    assert link_axis("T") is None and link_axis("") is None  # time is never linked
     seg = segmenter()
     tz = np.stack([squares(3), squares(3)])  # (T, Z, Y, X)
     out = run(seg.stack_job(standardize(tz, "TZYX"), PredictConfig(**{**vars(SETTINGS), "stitch_threshold": 0.5})).run())
