@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -90,9 +91,14 @@ class ModelConfig:
             self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
         if len(self.widths) < 2 or any(w < 1 for w in self.widths):
             raise InputError(f"widths must list at least 2 positive channel counts, got {self.widths}")
-        if isinstance(self.in_channels, bool) or not isinstance(self.in_channels, int) or not 1 <= self.in_channels <= MAX_CHANNELS:
+        try:
+            n = -1 if isinstance(self.in_channels, bool) else operator.index(self.in_channels)
+        except TypeError:
+            n = -1
+        if not 1 <= n <= MAX_CHANNELS:
             raise InputError(f"in_channels must be a whole number from 1 (grey) to {MAX_CHANNELS}, "
                              f"got {self.in_channels!r}")
+        self.in_channels = n
         if self.channels is not None:
             self.channels = check_channel_indices(self.channels)
             if len(self.channels) != self.in_channels:
@@ -215,9 +221,13 @@ class ChannelConfig:
     def __post_init__(self) -> None:
         if self.channels is not None:
             self.channels = check_channel_indices(self.channels)
-        if self.channel_axis is not None and (isinstance(self.channel_axis, bool)
-                                              or not isinstance(self.channel_axis, int)):
-            raise InputError(f"channel_axis must be an axis index such as 0 or -1, got {self.channel_axis!r}")
+        if self.channel_axis is not None:
+            try:
+                if isinstance(self.channel_axis, bool):
+                    raise TypeError
+                self.channel_axis = operator.index(self.channel_axis)
+            except TypeError:
+                raise InputError(f"channel_axis must be an axis index such as 0 or -1, got {self.channel_axis!r}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

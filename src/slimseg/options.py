@@ -135,4 +135,5 @@ def _known(cls: type, names: set[str], valid: set[str]) -> None:
         raise ValueError(f"{cls.__name__} offers no command-line field {', '.join(unknown)}")
 
 
-__all__ = ["flag_of", "cli_fields", "add_options", "values_from_args", "config_from_args", "add_model_options", "model_config_from_args", "int_list"]
+__all__ = ["flag_of", "cli_fields", "add_options", "values_from_args", "config_from_args", "add_model_options",
+           "model_config_from_args", "int_list"]

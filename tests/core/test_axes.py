@@ -88,3 +88,13 @@ def test_training_planes_and_channel_counts():
     assert count_channels(two) == 2 and count_channels([np.zeros((7, 5, 6))]) == 1  # not channel-last
     with pytest.raises(InputError, match=r"different channel counts: 1 \(g\), 2 \(c\)"):
         count_channels([np.zeros((8, 8)), np.zeros((8, 8, 2))], names=["g", "c"])
+
+
+def test_channel_config_checks_its_values():
+    from slimseg.config import ChannelConfig
+
+    assert ChannelConfig(channels="2, 0", channel_axis=np.int64(-1)) == ChannelConfig((2, 0), -1)
+    for bad in ({"channels": (0, 0)}, {"channels": (-1,)}, {"channels": ()}, {"channels": (1.5,)},
+                {"channel_axis": "first"}, {"channel_axis": True}):
+        with pytest.raises(InputError, match="channel"):
+            ChannelConfig(**bad)

@@ -111,7 +111,8 @@ class TrainWidget(JobHost, Container):
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
         super().__init__(widgets=[
-            self.image_layers, self.label_layers, self.pairs, self.as_channels, self.channel_axis, self.optimizer, self.lr, self.loss_preset, self.loss,
+            self.image_layers, self.label_layers, self.pairs, self.as_channels, self.channel_axis, self.optimizer,
+            self.lr, self.loss_preset, self.loss,
             self.epochs, self.minutes, self.batch, self.patch, self.patches_per_epoch, self.val_fraction,
             self.seed, self.depth, self.base_width, buttons, self.progress, self.status])
         from ._plot import make_plot

@@ -11,5 +11,6 @@ from .tiling import blend_window, tile_starts
 
 __all__ = [
     "ImageData", "read", "Standard", "standardize", "training_planes", "as_image", "as_labels", "check_pairs",
-    "load_folder", "read_image", "list_images", "Normalizer", "PatchSampler", "split_indices", "targets_from_labels", "blend_window", "tile_starts",
+    "load_folder", "read_image", "list_images", "Normalizer", "PatchSampler", "split_indices", "targets_from_labels",
+    "blend_window", "tile_starts",
 ]

@@ -143,8 +143,8 @@ def find_channel_axis(shape: tuple[int, ...], axes: str | None, channel_axis: in
         if len(named) > 1:
             named = [i for i in named if shape[i] > 1] or named[:1]
         if len(named) > 1:
-            raise InputError(f"{name}: {describe(shape, axes)} names several channel axes ({', '.join(map(str, named))}); "
-                             f"{CHANNEL_HINT}")
+            raise InputError(f"{name}: {describe(shape, axes)} names several channel axes "
+                             f"({', '.join(map(str, named))}); {CHANNEL_HINT}")
         if named:
             return named[0], axes[named[0]] == "S"
         if "Q" not in axes:
