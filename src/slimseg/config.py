@@ -189,7 +189,7 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    # The command line sets tile, overlap and tta; the rest stay the model's own (tuned with it).
+    # The command line sets tile, overlap, tta and stitch_threshold; the rest stay the model's own (tuned with it).
     tile: int = 512
     overlap: int = 64
     batch_size: int = option(2, cli=False)  # tiles per forward pass: memory grows with it, CPU speed hardly does
