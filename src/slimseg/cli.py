@@ -38,6 +38,22 @@ def _add_engine_option(p: argparse.ArgumentParser) -> None:
                         "compiler is found, else lowered")
 
 
+def _add_channel_options(p: argparse.ArgumentParser) -> None:
+    from .config import ChannelConfig
+    from .options import add_options
+
+    add_options(p.add_argument_group("channels (see docs/data.md)"), ChannelConfig)
+
+
+def _channels(a: argparse.Namespace, recorded: tuple[int, ...] | None = None):
+    """The ChannelConfig of the options; a model's recorded channels where ``--channels`` is not given."""
+    from .config import ChannelConfig
+    from .options import config_from_args
+
+    cfg = config_from_args(ChannelConfig, a)
+    return cfg if cfg.channels is not None or recorded is None else ChannelConfig(recorded, cfg.channel_axis)
+
+
 def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     from .config import TrainConfig
     from .options import add_model_options, add_options
@@ -50,13 +66,15 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | No
 def _train(images, labels, names, a: argparse.Namespace, validation_metrics: bool = True):
     """Train with the CLI options; return (result, metrics on the validation split)."""
     from .config import TrainConfig
+    from .data.axes import count_channels
     from .evaluation import evaluate_events
     from .events import print_progress, run
     from .options import config_from_args, model_config_from_args
     from .training import Trainer
 
     cfg = config_from_args(TrainConfig, a)
-    result = run(Trainer(images, labels, cfg, model_config_from_args(a), names=names).fit(), print_progress)
+    model_cfg = model_config_from_args(a, count_channels(images, names), channels=getattr(a, "channels", None))
+    result = run(Trainer(images, labels, cfg, model_cfg, names=names).fit(), print_progress)
     metrics = None
     val = result.split.get("val", [])
     if validation_metrics and val:
@@ -73,7 +91,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .training import to_model_file
 
     out = io.check_writable(a.out, a.overwrite)
-    names, images, labels = load_folder(a.data)
+    names, images, labels = load_folder(a.data, _channels(a))
     result, metrics = _train(images, labels, names, a)
     io.save(to_model_file(result, {"validation": metrics} if metrics else None), out, overwrite=a.overwrite)
     if metrics:
@@ -88,8 +106,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
     import tifffile
 
     from .config import PredictConfig
-    from .data.folder import list_images, read_image
-    from .events import run
+    from .data.folder import image_stem, list_images
+    from .data.readers import read
+    from .events import print_progress, run
+    from .files import atomic_path
     from .options import values_from_args
     from .segmenter import load_segmenter
 
@@ -98,17 +118,21 @@ def cmd_predict(a: argparse.Namespace) -> int:
     out_dir = Path(a.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} is a file; --out takes a folder")
-    targets = [out_dir / (f.stem + ".tif") for f in files]
+    targets = [out_dir / (image_stem(f) + ".tif") for f in files]
     clash = [t for t in targets if t.exists()]
     if clash and not a.overwrite:
         raise InputError(f"{len(clash)} output files exist already (e.g. {clash[0]}); pass --overwrite or "
                          "choose another --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = seg.settings(**values_from_args(PredictConfig, a))
+    channels = _channels(a)
     for i, (f, t) in enumerate(zip(files, targets)):
-        labels = run(seg.predict_events(read_image(f), cfg)).labels
+        job = seg.stack_job(read(f), cfg, channels, name=str(f))
+        labels = run(job.run(), print_progress).labels  # a stack: one labels plane per image plane
         dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-        tifffile.imwrite(t, labels.astype(dtype), compression="zlib")
+        with atomic_path(t) as tmp:
+            tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib",
+                             metadata={"axes": job.stack.plane_axes + "YX"})
         print(f"[{i + 1}/{len(files)}] {f.name}: {int(len(np.unique(labels)) - 1)} objects -> {t}",
               file=sys.stderr, flush=True)
     return 0
@@ -126,7 +150,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.json and Path(a.json).exists() and not a.overwrite:
         raise InputError(f"{a.json} exists; pass --overwrite or choose another --json file")
     seg = load_segmenter(a.model, a.int8_engine)
-    names, images, labels = load_folder(a.data)
+    names, images, labels = load_folder(a.data, _channels(a, seg.model_config.channels), seg.model_config.in_channels)
     cfg = seg.settings(**values_from_args(PredictConfig, a))
     rows = {Path(a.model).name: run(evaluate_events(seg, images, labels, cfg, names))}
     if a.baseline:
@@ -214,13 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model file to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_train_options(p)
+    _add_channel_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="write one instance-label TIFF per input image")
+    p = sub.add_parser("predict", help="write one instance-label TIFF per input image (a stack per stack)")
     p.add_argument("model")
-    p.add_argument("input", help="an image file or a folder of images")
+    p.add_argument("input", help="an image (TIFF, PNG, zarr) or a folder of images")
     p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
     _add_predict_options(p)
+    _add_channel_options(p)
     _add_engine_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing label files")
     p.set_defaults(func=cmd_predict)
@@ -231,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
     _add_predict_options(p)
+    _add_channel_options(p)
     _add_engine_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_evaluate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -44,6 +45,28 @@ def check_choices(cfg: Any) -> None:
             raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
+MAX_CHANNELS = 64  # input channels a model may take (a sanity bound: a file claiming more is refused)
+
+
+def check_channel_indices(channels: Any) -> tuple[int, ...]:
+    """``channels`` as a tuple of distinct non-negative ints (a "0,2" string is accepted too)."""
+    if isinstance(channels, str):
+        channels = [c for c in channels.replace(" ", "").split(",") if c]
+    try:
+        out = tuple(int(c) for c in channels)
+        if any(isinstance(c, float) and c != int(c) for c in channels):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(f"channels must be channel indices such as 0,2; got {channels!r}") from None
+    if not out:
+        raise InputError("channels is empty; name at least one channel index, e.g. 0")
+    if any(c < 0 for c in out):
+        raise InputError(f"channel indices start at 0; got {list(out)}")
+    if len(set(out)) != len(out):
+        raise InputError(f"channels {list(out)} name a channel twice; give each index once")
+    return out
+
+
 @dataclass
 class ModelConfig:
     """A 2D U-Net. ``widths[i]`` is the channel count of encoder level ``i`` (pruning rewrites them).
@@ -52,12 +75,15 @@ class ModelConfig:
     rim), whose cores seed the split of touching nuclei into instances.
     """
 
-    in_channels: int = 1
+    in_channels: int = 1  # 1 grey, 3 RGB, or any number of channels (nuclei + membrane, ...)
     out_channels: int = 2
     widths: tuple[int, ...] = (16, 32, 64, 128)
     norm: Norm = "batch"
     # Decoder widths (one per upsampling level, deepest first); None means the mirror of ``widths``.
     decoder_widths: tuple[int, ...] | None = None
+    # The channels of the source images the model was trained on (indices along their channel axis),
+    # so prediction picks the same ones; None: all of them (or a grey image).
+    channels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -65,8 +91,19 @@ class ModelConfig:
             self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
         if len(self.widths) < 2 or any(w < 1 for w in self.widths):
             raise InputError(f"widths must list at least 2 positive channel counts, got {self.widths}")
-        if self.in_channels not in (1, 3):
-            raise InputError(f"in_channels must be 1 (grey) or 3 (RGB), got {self.in_channels}")
+        try:
+            n = -1 if isinstance(self.in_channels, bool) else operator.index(self.in_channels)
+        except TypeError:
+            n = -1
+        if not 1 <= n <= MAX_CHANNELS:
+            raise InputError(f"in_channels must be a whole number from 1 (grey) to {MAX_CHANNELS}, "
+                             f"got {self.in_channels!r}")
+        self.in_channels = n
+        if self.channels is not None:
+            self.channels = check_channel_indices(self.channels)
+            if len(self.channels) != self.in_channels:
+                raise InputError(f"channels {list(self.channels)} name {len(self.channels)} channels but "
+                                 f"in_channels is {self.in_channels}; give one index per input channel")
         check_choices(self)
 
     @classmethod
@@ -91,10 +128,16 @@ class ModelConfig:
 
 @dataclass
 class NormConfig:
-    """Per-image percentile normalisation: ``pmin`` -> 0 and ``pmax`` -> 1 (stored with the model)."""
+    """Per-image percentile normalisation: ``pmin`` -> 0 and ``pmax`` -> 1 (stored with the model).
+
+    ``per_channel``: measure the percentiles of each channel on its own (True) or of all channels
+    together (False); None chooses: together for 3 channels (RGB, keeping its colour balance), each on
+    its own otherwise (fluorescence channels differ in brightness).
+    """
 
     pmin: float = 1.0
     pmax: float = 99.8
+    per_channel: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.pmin < self.pmax <= 100:
@@ -146,7 +189,7 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    # The command line sets tile, overlap and tta; the rest stay the model's own (tuned with it).
+    # The command line sets tile, overlap, tta and stitch_threshold; the rest stay the model's own (tuned with it).
     tile: int = 512
     overlap: int = 64
     batch_size: int = option(2, cli=False)  # tiles per forward pass: memory grows with it, CPU speed hardly does
@@ -154,12 +197,37 @@ class PredictConfig:
     seed_threshold: float = option(0.5, cli=False)  # centredness above which a pixel seeds an instance
     min_size: int = option(8, cli=False)  # objects smaller than this (pixels) are dropped
     tta: bool = option(False, "average over flips (4x slower, smoother masks)")
+    stitch_threshold: float = option(0.0, "stacks: link objects of neighbouring planes whose IoU is at least "
+                                          "this into one 3D object (0 = off; Cellpose uses 0.25 and up)")
 
     def __post_init__(self) -> None:
         if self.tile < 32 or not 0 <= self.overlap < self.tile // 2:
             raise InputError(f"need tile >= 32 and 0 <= overlap < tile/2, got {self.tile}, {self.overlap}")
         if not 0 < self.threshold < 1 or not 0 < self.seed_threshold < 1:
             raise InputError("thresholds must lie strictly between 0 and 1")
+        if not 0 <= self.stitch_threshold <= 1:
+            raise InputError(f"stitch_threshold must lie in [0, 1] (0 = no stitching), got {self.stitch_threshold}")
+
+
+@dataclass
+class ChannelConfig:
+    """Which axis of an image holds its channels, and which of them a model takes (docs/data.md)."""
+
+    channels: tuple[int, ...] | None = option(None, "channel indices to use, e.g. 0,2 (default: those the "
+                                                    "model was trained on, or all)")
+    channel_axis: int | None = option(None, "the images' channel axis, e.g. 0 or -1 (default: from the file's "
+                                            "axes metadata, else from the shapes)")
+
+    def __post_init__(self) -> None:
+        if self.channels is not None:
+            self.channels = check_channel_indices(self.channels)
+        if self.channel_axis is not None:
+            try:
+                if isinstance(self.channel_axis, bool):
+                    raise TypeError
+                self.channel_axis = operator.index(self.channel_axis)
+            except TypeError:
+                raise InputError(f"channel_axis must be an axis index such as 0 or -1, got {self.channel_axis!r}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -173,5 +241,5 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
-__all__ = ["ModelConfig", "NormConfig", "TrainConfig", "PredictConfig", "to_dict", "from_dict", "option",
-           "literal_choices", "check_choices"]
+__all__ = ["ModelConfig", "NormConfig", "TrainConfig", "PredictConfig", "ChannelConfig", "to_dict", "from_dict",
+           "option", "literal_choices", "check_choices", "check_channel_indices", "MAX_CHANNELS"]

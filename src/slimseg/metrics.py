@@ -85,8 +85,13 @@ def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def iou_matrix(pred_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
     """IoU between every true object (rows) and every predicted object (columns); 0 is background."""
     _check_pair(pred_labels, true_labels)
-    t_ids, t_inv = _dense_ids(np.asarray(true_labels))
-    p_ids, p_inv = _dense_ids(np.asarray(pred_labels))
+    return iou_table(true_labels, pred_labels)[2]
+
+
+def iou_table(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row object ids, column object ids, IoU matrix) of two label images of one shape (0 is background)."""
+    t_ids, t_inv = _dense_ids(np.asarray(rows))
+    p_ids, p_inv = _dense_ids(np.asarray(cols))
     inter = np.bincount(t_inv * len(p_ids) + p_inv, minlength=len(t_ids) * len(p_ids))
     inter = inter.reshape(len(t_ids), len(p_ids))
     t_area, p_area = inter.sum(1, keepdims=True), inter.sum(0, keepdims=True)
@@ -94,7 +99,7 @@ def iou_matrix(pred_labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
     t_keep, p_keep = t_ids != 0, p_ids != 0
     inter = inter[np.ix_(t_keep, p_keep)]
     union = t_area[t_keep] + p_area[:, p_keep] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return t_ids[t_keep], p_ids[p_keep], np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def match_counts(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:

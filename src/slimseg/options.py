@@ -7,6 +7,7 @@ the help from the field's metadata (see ``slimseg.config.option``). ``config_fro
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import types
@@ -79,13 +80,21 @@ def config_from_args(cls: type[C], args: Any, **changes: Any) -> C:
 
 
 def add_model_options(parser: Any) -> None:
-    """``--depth`` and ``--base-width`` (of ``ModelConfig.from_depth``), defaulting to ModelConfig's own."""
+    """``--depth`` and ``--base-width`` (of ``ModelConfig.from_depth``), defaulting to ModelConfig's own,
+    and ``--in-channels`` (default: counted from the images)."""
     default = ModelConfig()
     parser.add_argument("--depth", type=int, default=default.depth)
     parser.add_argument("--base-width", type=int, default=default.widths[0])
+    parser.add_argument("--in-channels", type=int, default=None,
+                        help="input channels of the model (default: counted from the images: 1 grey, 3 RGB, ...)")
 
 
-def model_config_from_args(args: Any, **kw: Any) -> ModelConfig:
+def model_config_from_args(args: Any, in_channels: int | None = None, **kw: Any) -> ModelConfig:
+    """The model settings of the options; ``in_channels`` is what the data have, which ``--in-channels``
+    overrides."""
+    chosen = getattr(args, "in_channels", None) or in_channels
+    if chosen is not None:
+        kw["in_channels"] = chosen
     return ModelConfig.from_depth(args.depth, args.base_width, **kw)
 
 
@@ -98,9 +107,20 @@ def _value_type(hint: Any) -> type:
             return _value_type(rest[0])
     elif origin is typing.Literal and len({type(a) for a in args}) == 1:
         return type(args[0])
+    elif origin is tuple and args == (int, Ellipsis):
+        return int_list
     elif hint in (int, float, str, bool):
         return hint
     raise TypeError(f"no command-line type for {hint!r}; give the field cli=False or a simpler type")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``"0,2"`` -> ``(0, 2)``: the command-line form of a ``tuple[int, ...]`` field."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, "
+                                         "e.g. 0,2") from None
 
 
 def _registry(ref: str) -> Any:
@@ -115,4 +135,5 @@ def _known(cls: type, names: set[str], valid: set[str]) -> None:
         raise ValueError(f"{cls.__name__} offers no command-line field {', '.join(unknown)}")
 
 
-__all__ = ["flag_of", "cli_fields", "add_options", "values_from_args", "config_from_args", "add_model_options", "model_config_from_args"]
+__all__ = ["flag_of", "cli_fields", "add_options", "values_from_args", "config_from_args", "add_model_options",
+           "model_config_from_args", "int_list"]

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from . import io, kinds
-from .config import ModelConfig, NormConfig, PredictConfig, from_dict
+from .config import ChannelConfig, ModelConfig, NormConfig, PredictConfig, from_dict
+from .data.axes import Standard, standardize
 from .events import Progress, run
 from .kinds import float32
 from .model import UNet
 from .predict import Prediction, predict
+from .stacks import StackJob
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -36,15 +38,36 @@ class Segmenter:
     # thresholds tuned on the validation images after training (stored in the model file)
     predict_config: PredictConfig = field(default_factory=PredictConfig)
 
-    def predict(self, image: np.ndarray, cfg: PredictConfig | None = None) -> np.ndarray:
-        """The instance labels of ``image`` (uint32, 0 = background)."""
-        return run(self.predict_events(image, cfg)).labels
+    def predict(self, image: Any, cfg: PredictConfig | None = None, channels: ChannelConfig | None = None
+                ) -> np.ndarray:
+        """The instance labels of ``image`` (uint32, 0 = background): a 2D image, or a stack (Z, T, ...
+        before Y and X) segmented plane by plane into labels of its shape; channels on any axis that
+        :func:`slimseg.data.axes.standardize` can tell, or that ``channels`` names."""
+        return run(self.stack_job(image, cfg, channels).run()).labels
 
     def predict_events(self, image: np.ndarray, cfg: PredictConfig | None = None
                        ) -> Generator[Progress, None, Prediction]:
-        """Tiled prediction as a generator of progress events returning the :class:`Prediction`
-        (labels and probabilities); ``cfg`` defaults to the model's own (tuned) settings."""
+        """Tiled prediction of one 2D image ((H, W), or (H, W, C) channel-last) as a generator of progress
+        events returning the :class:`Prediction` (labels and probabilities); ``cfg`` defaults to the
+        model's own (tuned) settings. Stacks: :meth:`stack_job`."""
         return predict(self.model_fn, image, self.norm, cfg or self.predict_config, self.model_config.in_channels)
+
+    def standardize(self, image: Any, channels: ChannelConfig | None = None, name: str = "image") -> Standard:
+        """``image`` (an array, or a reader's ``ImageData``) in the core's layout for this model: its
+        channel count, and the channels it was trained on unless ``channels`` chooses others."""
+        channels = channels or ChannelConfig()
+        return standardize(image, in_channels=self.model_config.in_channels,
+                           channels=channels.channels or self.model_config.channels,
+                           channel_axis=channels.channel_axis, name=name)
+
+    def stack_job(self, image: Any, cfg: PredictConfig | None = None, channels: ChannelConfig | None = None,
+                  keep_probabilities: bool = False, name: str = "image") -> StackJob:
+        """A :class:`~slimseg.stacks.StackJob` over the planes of ``image`` (one plane for a 2D image):
+        ``job.run()`` is the generator, ``job.result()`` the planes done so far."""
+        cfg = cfg or self.predict_config
+        stack = image if isinstance(image, Standard) else self.standardize(image, channels, name)
+        return StackJob(lambda plane: self.predict_events(plane, cfg), stack, cfg.stitch_threshold,
+                        keep_probabilities)
 
     def settings(self, **changes: Any) -> PredictConfig:
         """The model's own prediction settings with some changed (``tile=256, tta=True``, ...)."""

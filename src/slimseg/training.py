@@ -18,6 +18,7 @@ import torch
 
 from . import io
 from .config import ModelConfig, NormConfig, PredictConfig, TrainConfig, to_dict
+from .data.axes import count_channels
 from .data.checks import check_pairs
 from .data.normalize import Normalizer
 from .data.patches import PatchSampler, split_indices, targets_from_labels
@@ -82,7 +83,7 @@ class Trainer:
                  norm: NormConfig = NormConfig(), names: Sequence[str] | None = None) -> None:
         self.config = config
         self.norm = norm
-        in_ch = model_config.in_channels if model_config else _guess_channels(images)
+        in_ch = model_config.in_channels if model_config else count_channels(images, names)
         self.model_config = model_config or ModelConfig(in_channels=in_ch)
         self.loss_fn = parse_loss(config.loss)
         make_optimizer(config.optimizer, [torch.zeros(1, requires_grad=True)])  # validate the name now
@@ -190,16 +191,6 @@ class Trainer:
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         self._result.model = model.eval()
         return self._result
-
-
-def _guess_channels(images: Sequence[np.ndarray]) -> int:
-    first = np.asarray(images[0]) if len(images) else np.zeros((1, 1))
-    if first.ndim == 3 and first.shape[-1] in (3, 4):
-        rgb = first[..., :3]
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            return 3
-    return 1
-
 
 
 def to_model_file(result: TrainResult, metrics: dict[str, Any] | None = None) -> io.ModelFile:

@@ -59,6 +59,19 @@ def test_normalizer_percentiles():
     assert np.isfinite(flat(np.full((4, 4), 7.0))).all()
 
 
+def test_normalizer_per_channel_except_rgb():
+    two = np.stack([np.arange(101, dtype=np.float32), 1000 + 10 * np.arange(101, dtype=np.float32)], -1)[None]
+    each = Normalizer.fit(two, NormConfig(pmin=0, pmax=100))  # (1, 101, 2): two channels, each its own range
+    assert each.lo == pytest.approx((0.0, 1000.0)) and each.hi == pytest.approx((100.0, 2000.0))
+    out = each(two)
+    assert out.shape == (2, 1, 101) and out[:, 0, 100] == pytest.approx([1, 1]) and out[:, 0, 0] == pytest.approx([0, 0])
+    rgb = np.concatenate([two, two[..., :1]], -1)  # 3 channels: RGB, normalised together as before
+    joint = Normalizer.fit(rgb, NormConfig(pmin=0, pmax=100))
+    assert (joint.lo, joint.hi) == pytest.approx((0.0, 2000.0))
+    assert Normalizer.fit(rgb, NormConfig(pmin=0, pmax=100, per_channel=True)).lo == pytest.approx((0, 1000, 0))
+    assert np.isscalar(Normalizer.fit(two, NormConfig(per_channel=False)).lo)
+
+
 def test_targets_from_labels_centredness():
     lab = np.zeros((9, 14), np.uint16)
     lab[1:8, 1:8] = 1  # 7x7 square

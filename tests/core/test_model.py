@@ -20,6 +20,12 @@ def test_rgb_input_and_norms():
         assert model(torch.randn(1, 3, 16, 16)).shape == (1, 2, 16, 16)
 
 
+def test_any_number_of_input_channels():
+    model = UNet(ModelConfig(in_channels=2, widths=(4, 8), channels=(0, 2))).eval()
+    assert model(torch.randn(1, 2, 16, 16)).shape == (1, 2, 16, 16)
+    assert ModelConfig(in_channels=2, channels=[2, 0]).channels == (2, 0)  # a model file's JSON list
+
+
 def test_widths_recorded_and_from_depth():
     cfg = ModelConfig.from_depth(depth=3, base_width=8)
     assert cfg.widths == (8, 16, 32) and cfg.depth == 3 and cfg.size_multiple == 4
@@ -34,8 +40,11 @@ def test_widths_recorded_and_from_depth():
 def test_bad_configs():
     with pytest.raises(InputError):
         ModelConfig(widths=(8,))
-    with pytest.raises(InputError):
-        ModelConfig(in_channels=2)
+    for bad in (0, 65, 2.5, True):  # any whole number of channels from 1 to MAX_CHANNELS (issue 16)
+        with pytest.raises(InputError, match="in_channels"):
+            ModelConfig(in_channels=bad)
+    with pytest.raises(InputError, match="one index per input channel"):
+        ModelConfig(in_channels=2, channels=(0, 1, 2))
     with pytest.raises(InputError):
         ModelConfig(norm="layer")
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.axes import training_planes
+from ..data.readers import ImageData
 from ..errors import InputError
 
 TAG = "slimseg_output"  # metadata key of the layers the widgets made
@@ -56,19 +58,77 @@ def planes(layer: Any) -> list[np.ndarray]:
         "images (N, H, W); pick one plane first (e.g. Layers > Split stack, or layer.data[0])")
 
 
-def training_pairs(image_layers: Sequence[Any], label_layers: Sequence[Any]
-                   ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+# The channel-axis drop-down of the Train and Predict widgets: (label, axis) pairs.
+CHANNEL_AXES = [("from the shapes", None), *((f"axis {i}", i) for i in range(4)), ("last axis", -1)]
+
+
+def _axes(layer: Any, ndim: int) -> str | None:
+    """The layer's axes as letters where its axis labels say (z, t, c, y, x), RGB samples last; else None."""
+    labels = [str(a).upper() for a in getattr(layer, "axis_labels", ())]
+    rgb = bool(getattr(layer, "rgb", False))
+    if len(labels) == ndim - rgb and all(a in ("T", "Z", "C", "Y", "X") for a in labels):
+        return "".join(labels) + ("S" if rgb else "")
+    return ("Q" * (ndim - 3) + "YXS") if rgb else None
+
+
+def layer_image(layer: Any, channel_layers: Sequence[Any] = ()) -> ImageData:
+    """A copy of an Image layer's data with its axes; with ``channel_layers``, those layers' data are
+    further channels (a new last axis, in order), each of the layer's shape."""
+    if layer is None:
+        raise InputError("no layer chosen; pick one in the widget's drop-down (open an image first)")
+    data = np.array(_base_data(layer))
+    axes = _axes(layer, data.ndim)
+    others = [other for other in channel_layers if other is not layer]
+    if not others:
+        return ImageData(data, axes, layer.name)
+    if any(getattr(lay, "rgb", False) for lay in (layer, *others)):
+        raise InputError("RGB layers cannot be combined as channels; choose single-channel (grey) layers")
+    for other in others:
+        if tuple(_base_data(other).shape) != data.shape:
+            raise InputError(f"channel layer {other.name!r} has shape {tuple(_base_data(other).shape)} but "
+                             f"{layer.name!r} has {data.shape}; channels must have the same shape")
+    stacked = np.stack([data, *(np.array(_base_data(other)) for other in others)], axis=-1)
+    return ImageData(stacked, (axes or "Q" * data.ndim) + "C", layer.name)
+
+
+def placed_like(labels: np.ndarray, layer: Any, channel_axis: int | None) -> tuple[np.ndarray, int | None]:
+    """(labels, the layer axis to leave out of its scale): a channel axis inside the layer is dropped
+    where it comes first, else kept with length 1, so napari lines the labels up with the layer."""
+    dims = len(layer.scale)
+    if channel_axis is None or channel_axis >= dims or getattr(layer, "rgb", False):
+        return labels, None
+    if 0 < channel_axis < dims - 2:
+        return np.expand_dims(labels, channel_axis), None
+    return labels, channel_axis
+
+
+def training_pairs(image_layers: Sequence[Any], label_layers: Sequence[Any], channel_axis: int | None = None,
+                   as_channels: bool = False) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """(names, images, labels) from image layers paired in order with label layers (stacks give one pair
-    per plane). Shapes are checked here so the message can name the layers."""
+    per plane); a layer whose extra axis the labels lack has channels there (or on ``channel_axis``);
+    ``as_channels``: the image layers are the channels of one image. Shapes are checked here so the
+    message can name the layers."""
     image_layers, label_layers = list(image_layers), list(label_layers)
     if not image_layers or not label_layers:
         raise InputError("choose an Image layer and its Labels layer (ground truth) first")
+    if as_channels:
+        if len(label_layers) != 1:
+            raise InputError(f"the {len(image_layers)} image layers are channels of one image: select one Labels "
+                             f"layer for it, not {len(label_layers)}")
+        image = layer_image(image_layers[0], image_layers[1:])
+        return training_planes(image, np.array(_base_data(label_layers[0])), name=image_layers[0].name)
     if len(image_layers) != len(label_layers):
         raise InputError(
             f"{len(image_layers)} image layers but {len(label_layers)} labels layers are selected; select one "
             "Labels layer per Image layer (they pair in layer-list order)")
     names, images, labels = [], [], []
     for img_layer, lab_layer in zip(image_layers, label_layers):
+        if channel_axis is not None or _has_channel_axis(img_layer, lab_layer):
+            for part, got in zip((names, images, labels), training_planes(
+                    layer_image(img_layer), np.array(_base_data(lab_layer)), channel_axis=channel_axis,
+                    name=img_layer.name)):
+                part.extend(got)
+            continue
         imgs, labs = planes(img_layer), planes(lab_layer)
         img_shape = imgs[0].shape[:2]
         if len(imgs) != len(labs) or img_shape != labs[0].shape[:2]:
@@ -81,6 +141,14 @@ def training_pairs(image_layers: Sequence[Any], label_layers: Sequence[Any]
             images.append(im)
             labels.append(lb)
     return names, images, labels
+
+
+def _has_channel_axis(image_layer: Any, labels_layer: Any) -> bool:
+    """The image layer has one axis more than its labels, which leaving it out gives (its channels)."""
+    if getattr(image_layer, "rgb", False):
+        return False
+    shape, target = tuple(_base_data(image_layer).shape), tuple(_base_data(labels_layer).shape)
+    return len(shape) == len(target) + 1 and any(shape[:i] + shape[i + 1:] == target for i in range(len(shape)))
 
 
 def channels_of(image_layers: Sequence[Any]) -> int:
@@ -97,10 +165,14 @@ def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def put_layer(viewer: Any, data: np.ndarray, layer_type: str, name: str, like: Any, key: str,
-              new: bool = False, **kwargs: Any) -> Any:
+              new: bool = False, drop_axis: int | None = None, **kwargs: Any) -> Any:
     """Update the layer tagged ``key`` or add one (``layer_type`` "labels" or "image"), placed like the
-    layer ``like`` (same scale and translate). ``new=True`` always adds a layer."""
-    place = {"scale": tuple(like.scale)[-data.ndim:], "translate": tuple(like.translate)[-data.ndim:]}
+    layer ``like`` (same scale and translate, without its axis ``drop_axis``: a channel axis).
+    ``new=True`` always adds a layer."""
+    scale, translate = list(like.scale), list(like.translate)
+    if drop_axis is not None:
+        del scale[drop_axis], translate[drop_axis]
+    place = {"scale": tuple(scale)[-data.ndim:], "translate": tuple(translate)[-data.ndim:]}
     if not new:
         for layer in viewer.layers:
             if layer.metadata.get(TAG) == key and _is(layer, layer_type.capitalize()):

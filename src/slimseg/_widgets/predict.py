@@ -1,14 +1,26 @@
-"""The Predict widget: model + Image layer -> Labels layer of instances (and optionally the probability map)."""
+"""The Predict widget: model + Image layer (2D or a stack; channels on an axis or in several layers) ->
+Labels layer of instances of the same planes (and optionally the probability map)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
 
 from ..errors import InputError
 from ..events import Progress
-from ._layers import layer_choices, planes, put_layer, stack
+from ._layers import CHANNEL_AXES, layer_choices, layer_image, placed_like, put_layer
 from ._models import ModelPicker
 from ._session import runnable
 from ._style import MAX_WIDTH
@@ -18,36 +30,32 @@ if TYPE_CHECKING:
     import napari
 
 
-def overall_progress(gen, k: int, n: int):
-    """Relay a prediction of image ``k`` of ``n`` as overall Progress (0..1000); return its result."""
-    frac = 0.0
+def overall_progress(gen, n: int):
+    """Relay a stack prediction of ``n`` planes as overall Progress (0..1000), per tile row and per plane;
+    return its result."""
+    done, frac = 0, 0.0
     while True:
         try:
             event = next(gen)
         except StopIteration as end:
             return end.value
-        if isinstance(event, Progress) and event.stage == "predict" and event.total:
+        if not isinstance(event, Progress):
+            continue
+        if event.stage == "planes":
+            done, frac = event.done, 0.0
+        elif event.stage == "predict" and event.total:
             frac = event.done / event.total
-        yield Progress("predict", int(1000 * (k + frac) / n), 1000, f"image {k + 1} of {n}" if n > 1 else "")
+        message = f"plane {min(done + 1, n)} of {n}" if n > 1 else ""
+        yield Progress("predict", int(1000 * min(done + frac, n) / n), 1000, message)
 
 
-def predict_planes(mf: Any, name: str, images: list, settings: dict, stop: Any, keep_probabilities: bool):
-    """Generator: segment each plane with the model's own prediction settings changed by ``settings``;
-    return (labels, foreground probabilities or None), stacked like the input, or None when stopped."""
-    import numpy as np
-
+def predict_stack(mf: Any, name: str, stack: Any, settings: dict, stop: Any, keep_probabilities: bool):
+    """Generator: segment every plane of ``stack`` (the core's layout) with the model's own prediction
+    settings changed by ``settings``; return the :class:`~slimseg.stacks.StackResult`, which after Stop
+    holds the planes done so far."""
     seg = runnable(mf, name)
-    cfg = seg.settings(**settings)
-    labels, probs = [], []
-    for k, plane in enumerate(images):
-        pred = yield from until_stopped(overall_progress(seg.predict_events(plane, cfg), k, len(images)), stop,
-                                        lambda: None)
-        if pred is None:
-            return None
-        labels.append(pred.labels)
-        if keep_probabilities:
-            probs.append(np.asarray(pred.probabilities[0], dtype=np.float32))
-    return stack(labels), (stack(probs) if keep_probabilities else None)
+    job = seg.stack_job(stack, seg.settings(**settings), keep_probabilities=keep_probabilities)
+    return (yield from until_stopped(overall_progress(job.run(), job.n_planes), stop, job.result))
 
 
 class PredictWidget(JobHost, Container):
@@ -59,7 +67,20 @@ class PredictWidget(JobHost, Container):
 
         self.viewer = viewer
         self.model = ModelPicker(viewer)
-        self.image = ComboBox(label="image", choices=layer_choices(viewer, "Image"))
+        self.image = ComboBox(label="image", choices=layer_choices(viewer, "Image"),
+                              tooltip="a 2D image or a stack (Z, T): every plane is segmented")
+        self.more_channels = Select(label="more channels", choices=layer_choices(viewer, "Image"),
+                                    tooltip="for a model of several channels: further single-channel layers of "
+                                            "the image's shape, in order after it")
+        self.more_channels.native.setMaximumHeight(60)
+        self.channel_axis = ComboBox(label="channel axis", choices=CHANNEL_AXES, value=None,
+                                     tooltip="where a layer holds its channels (default: from the shapes)")
+        self.channels = LineEdit(label="channels", value="",
+                                 tooltip="which channels of that axis, e.g. 0,2 (default: those the model was "
+                                         "trained on, or all)")
+        self.stitch = FloatSpinBox(label="link planes (IoU)", value=cfg.stitch_threshold, min=0.0, max=1.0,
+                                   step=0.05, tooltip="stacks: join objects of neighbouring z planes that overlap "
+                                                      "at least this much into 3D objects (0 = off)")
         self.tile = SpinBox(label="tile size", value=cfg.tile, min=32, max=8192, step=32,
                             tooltip="large images are predicted tile by tile; smaller tiles use less memory")
         self.overlap = SpinBox(label="tile overlap", value=cfg.overlap, min=0, max=1024, step=8)
@@ -79,7 +100,8 @@ class PredictWidget(JobHost, Container):
         self.status = Label(value="")
         buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
-        super().__init__(widgets=[self.model, self.image, self.tile, self.overlap, self.tta, self.own_thresholds,
+        super().__init__(widgets=[self.model, self.image, self.more_channels, self.channel_axis, self.channels,
+                                  self.tile, self.overlap, self.tta, self.stitch, self.own_thresholds,
                                   self.threshold, self.seed_threshold, self.min_size, self.probabilities,
                                   self.new_layer,
                                   buttons, self.progress, self.status])
@@ -118,53 +140,78 @@ class PredictWidget(JobHost, Container):
 
         from ..config import PredictConfig
 
-        out: dict[str, Any] = {"tile": self.tile.value, "overlap": self.overlap.value, "tta": self.tta.value}
+        out: dict[str, Any] = {"tile": self.tile.value, "overlap": self.overlap.value, "tta": self.tta.value,
+                               "stitch_threshold": self.stitch.value}
         if self.own_thresholds.value:
             out.update(threshold=self.threshold.value, seed_threshold=self.seed_threshold.value,
                        min_size=self.min_size.value)
         dataclasses.replace(PredictConfig(), **out)  # raises InputError naming a bad value
         return out
 
+    def channel_config(self, n_layers: int):
+        """The ChannelConfig of the form: several layers are all their channels, in order."""
+        from ..config import ChannelConfig
+
+        text = self.channels.value.strip()
+        chosen = text or (tuple(range(n_layers)) if n_layers > 1 else None)
+        return ChannelConfig(channels=chosen, channel_axis=self.channel_axis.value)
+
     def start(self, *_: Any) -> Job | None:
+        import numpy as np
+
+        from ..data.axes import standardize
         from ..data.checks import as_image
 
         try:
             if self.running:
                 raise InputError("a prediction is already running; wait for it or press Stop")
             layer = self.image.value
-            images = planes(layer)
+            extra = [lay for lay in self.more_channels.value if lay is not layer]
+            image = layer_image(layer, extra)
             name, mf = self.model.selected()
-            as_image(images[0], mf.model_config.in_channels, name=f"layer {layer.name!r}")
+            chan = self.channel_config(1 + len(extra))
+            stack = standardize(image, in_channels=mf.model_config.in_channels,
+                                channels=chan.channels or mf.model_config.channels,
+                                channel_axis=chan.channel_axis, name=f"layer {layer.name!r}")
+            as_image(next(stack.planes())[1], mf.model_config.in_channels, name=f"layer {layer.name!r}")
             settings = self.settings()
         except InputError as err:
             notify_error(err, "Predict")
             return None
         keep_probs, new = self.probabilities.value, self.new_layer.value
+        source_axis = stack.channel_axis if not extra else None
 
         def body(stop):
-            return (yield from predict_planes(mf, name, images, settings, stop, keep_probs))
+            return (yield from predict_stack(mf, name, stack, settings, stop, keep_probs))
 
         def done(result):
             if result is not None and not self.closed:
-                self.show_result(layer, name, *result, new=new)
+                self.show_result(layer, name, result, new=new, channel_axis=source_axis)
 
         self.progress.value = 0
-        self.status.value = f"segmenting {layer.name!r} with {name!r} ..."
+        planes = f" ({int(np.prod(stack.plane_shape))} planes)" if stack.plane_axes else ""
+        self.status.value = f"segmenting {layer.name!r}{planes} with {name!r} ..."
         self.job = Job(body, "Predict", on_event=self._on_event, on_done=done, on_finished=self._on_finished)
         self.run_button.enabled, self.stop_button.enabled = False, True
         return self.job
 
-    def show_result(self, layer: Any, model_name: str, labels: Any, probs: Any, new: bool = False) -> None:
+    def show_result(self, layer: Any, model_name: str, result: Any, new: bool = False,
+                    channel_axis: int | None = None) -> None:
+        """Show a :class:`~slimseg.stacks.StackResult` (complete, or the planes done before Stop)."""
         import numpy as np
 
         key = f"predict:{layer.name}"
-        out = put_layer(self.viewer, labels, "labels", f"{layer.name} segmentation", layer, key, new=new)
+        labels, drop = placed_like(result.labels, layer, channel_axis)
+        out = put_layer(self.viewer, labels, "labels", f"{layer.name} segmentation", layer, key, new=new,
+                        drop_axis=drop)
         out.metadata["slimseg_model"] = model_name
-        if probs is not None:
+        if result.probabilities is not None:
+            probs, _ = placed_like(result.probabilities.astype(np.float32), layer, channel_axis)
             put_layer(self.viewer, probs, "image", f"{layer.name} foreground probability", layer, key + ":prob",
-                      new=new, colormap="magma", contrast_limits=(0.0, 1.0), blending="additive")
-        n = int(len(np.unique(labels)) - 1)
-        self.status.value = f"{n} objects in {layer.name!r} -> layer {out.name!r}"
+                      new=new, drop_axis=drop, colormap="magma", contrast_limits=(0.0, 1.0), blending="additive")
+        n = int(len(np.unique(result.labels)) - 1)
+        done = "" if result.complete else f" (stopped: {result.planes_done} of {result.planes} planes done)"
+        self.status.value = f"{n} objects in {layer.name!r} -> layer {out.name!r}{done}"
 
     def _on_event(self, event: Any) -> None:
         if not self.closed and isinstance(event, Progress):

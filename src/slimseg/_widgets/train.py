@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,8 @@ from magicgui.widgets import (
 
 from ..errors import InputError
 from ..events import EpochEnd, Message, StepEnd
-from ._layers import channels_of, layer_choices, training_pairs
+from ..data.axes import count_channels
+from ._layers import CHANNEL_AXES, channels_of, layer_choices, training_pairs
 from ._models import FILTER, save_model
 from ._session import session_models
 from ._style import MAX_WIDTH
@@ -76,6 +78,10 @@ class TrainWidget(JobHost, Container):
         self.label_layers = Select(label="labels", choices=layer_choices(viewer, "Labels"),
                              tooltip="the matching Labels layers (ground truth), paired in layer-list order")
         self.pairs = Label(value="")
+        self.as_channels = CheckBox(text="the image layers are channels of one image", value=False,
+                                    tooltip="e.g. nuclei + membrane layers of one image, with one Labels layer")
+        self.channel_axis = ComboBox(label="channel axis", choices=CHANNEL_AXES, value=None,
+                                     tooltip="where a layer holds its channels (default: the axis its labels lack)")
         self.optimizer = ComboBox(label="optimizer", choices=OPTIMIZERS.names(), value=cfg.optimizer)
         self.lr = LineEdit(label="learning rate", value=f"{default_lr(cfg.optimizer):g}",
                            tooltip="e.g. 0.001 or 1e-3; empty = the optimizer's default")
@@ -105,7 +111,8 @@ class TrainWidget(JobHost, Container):
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
         super().__init__(widgets=[
-            self.image_layers, self.label_layers, self.pairs, self.optimizer, self.lr, self.loss_preset, self.loss,
+            self.image_layers, self.label_layers, self.pairs, self.as_channels, self.channel_axis, self.optimizer,
+            self.lr, self.loss_preset, self.loss,
             self.epochs, self.minutes, self.batch, self.patch, self.patches_per_epoch, self.val_fraction,
             self.seed, self.depth, self.base_width, buttons, self.progress, self.status])
         from ._plot import make_plot
@@ -120,6 +127,7 @@ class TrainWidget(JobHost, Container):
         self.label_layers.native.setMaximumHeight(80)
         self.image_layers.changed.connect(self._show_pairs)
         self.label_layers.changed.connect(self._show_pairs)
+        self.as_channels.changed.connect(self._show_pairs)
         self.optimizer.changed.connect(self._optimizer_changed)
         self.loss_preset.changed.connect(lambda v: setattr(self.loss, "value", v))
         self.start_button.changed.connect(self.start)
@@ -130,6 +138,11 @@ class TrainWidget(JobHost, Container):
 
     # -- form ---------------------------------------------------------------------------------------
     def _show_pairs(self, *_: Any) -> None:
+        if self.as_channels.value:
+            channels = " + ".join(i.name for i in self.image_layers.value)
+            labels = ", ".join(lb.name for lb in self.label_layers.value)
+            self.pairs.value = f"one image of channels {channels or '(none)'} with {labels or 'no labels'}"
+            return
         pairs = [f"{i.name} + {lb.name}" for i, lb in zip(self.image_layers.value, self.label_layers.value)]
         self.pairs.value = "pairs: " + ("; ".join(pairs) if pairs else "none selected")
 
@@ -159,7 +172,9 @@ class TrainWidget(JobHost, Container):
             if self.running:
                 raise InputError("training is already running; press Stop first (the best model is kept)")
             cfg, model_cfg = self.configs()
-            names, images, labels = training_pairs(self.image_layers.value, self.label_layers.value)
+            names, images, labels = training_pairs(self.image_layers.value, self.label_layers.value,
+                                                   self.channel_axis.value, self.as_channels.value)
+            model_cfg = dataclasses.replace(model_cfg, in_channels=count_channels(images, names))
         except InputError as err:
             notify_error(err, "Train")
             return None

@@ -9,14 +9,16 @@ from ..errors import InputError
 
 
 def as_image(image, in_channels: int = 1, name: str = "image") -> np.ndarray:
-    """A 2D grey image as (H, W), or an RGB image as (H, W, 3); finite values only.
+    """A 2D grey image as (H, W), or an image of ``in_channels`` channels as (H, W, C) (RGB: C = 3);
+    finite values only.
 
-    RGBA drops alpha; an RGB image whose channels are equal is accepted by a grey model.
+    RGBA drops alpha; an RGB image whose channels are equal is accepted by a grey model. Stacks and
+    other layouts go through :func:`slimseg.data.axes.standardize` first.
     """
     arr = np.asarray(image)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise InputError(f"{name}: pixel type {arr.dtype} is not a number type; give an integer or float image")
-    if arr.ndim == 3 and arr.shape[-1] == 4:
+    if arr.ndim == 3 and arr.shape[-1] == 4 and in_channels in (1, 3):
         arr = arr[..., :3]
     if arr.ndim == 3 and arr.shape[-1] == 3 and in_channels == 1:
         if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
@@ -24,11 +26,19 @@ def as_image(image, in_channels: int = 1, name: str = "image") -> np.ndarray:
         else:
             raise InputError(
                 f"{name}: an RGB image of shape {arr.shape}, but this model takes grey (H, W) images; "
-                "convert it to grey or train a model with in_channels=3"
+                "convert it to grey or train a model with in_channels=3 (slimseg train counts the channels "
+                "of its images; --in-channels sets them)"
             )
-    expected = "(H, W)" if in_channels == 1 else "(H, W, 3)"
-    if (in_channels == 1 and arr.ndim != 2) or (in_channels == 3 and (arr.ndim != 3 or arr.shape[-1] != 3)):
-        hint = " (a stack of 2D images? split it into planes)" if arr.ndim == 3 else ""
+    expected = "(H, W)" if in_channels == 1 else f"(H, W, {in_channels})"
+    if (in_channels == 1 and arr.ndim != 2) or (in_channels > 1 and (arr.ndim != 3 or arr.shape[-1] != in_channels)):
+        if arr.ndim == 3 and in_channels == 1:
+            hint = " (a stack of 2D images? split it into planes, or use model.predict, which takes stacks)"
+        elif arr.ndim == 2:
+            hint = f" (this is a grey image; the model takes {in_channels} channels)"
+        elif arr.ndim == 3 and in_channels > 1 and arr.shape[0] == in_channels:
+            hint = " (channels first? move them last, or use model.predict, which finds the channel axis)"
+        else:
+            hint = ""
         raise InputError(f"{name}: shape {arr.shape}, but this model takes {expected} images{hint}")
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise InputError(f"{name}: shape {arr.shape} is too small to segment")
