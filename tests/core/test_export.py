@@ -167,3 +167,24 @@ def test_int8_onnx_models_export_their_qdq_graph(trained, tmp_path, offline):
     assert summary.status == "passed", [(d.name, [e.msg for e in d.errors]) for d in summary.details]
     with zipfile.ZipFile(package) as zf:
         assert "weights.onnx" in zf.namelist() and "weights.torchscript.pt" not in zf.namelist()
+
+
+def test_a_two_channel_model_exports_and_passes_the_model_test(tmp_path, offline):
+    from bioimageio.core import test_model
+
+    names, images, labels = load_sample("train")
+    two = [np.stack([im, im.max() - im], axis=-1) for im in images[:3]]  # nuclei + an inverted "membrane"
+    cfg = TrainConfig(epochs=1, patch_size=32, patches_per_epoch=4, batch_size=4, device="cpu", bf16="off",
+                      val_fraction=0)
+    result = run(Trainer(two, labels[:3], cfg, ModelConfig.from_depth(2, 4, in_channels=2), names=names[:3]).fit())
+    model = io.save(to_model_file(result), tmp_path / "two.slimseg")
+    package = export_model(model, tmp_path / "two.zip", ExportConfig(authors=("A. Person",)))
+    summary = test_model(package)
+    assert summary.status == "passed", [(d.name, [e.msg for e in d.errors]) for d in summary.details
+                                        if d.status != "passed"]
+    import yaml
+
+    with zipfile.ZipFile(package) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+    channel_axis = next(a for a in rdf["inputs"][0]["axes"] if a["type"] == "channel")
+    assert channel_axis["channel_names"] == ["channel0", "channel1"]

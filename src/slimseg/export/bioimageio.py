@@ -19,6 +19,7 @@ import torch
 
 from .._version import __version__
 from ..config import to_dict
+from ..data.normalize import per_channel
 from ..errors import InputError
 from ..events import run
 from ..files import atomic_path
@@ -48,8 +49,8 @@ def test_image(source: Source, cfg: ExportConfig) -> np.ndarray:
     path = Path(cfg.test_image) if cfg.test_image else sorted((sample_dir("test") / "images").glob("*.tif"))[0]
     image = read_image(path)
     channels = source.segmenter.model_config.in_channels
-    if channels == 3 and image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)  # the shipped sample is grey
+    if channels > 1 and image.ndim == 2:
+        image = np.repeat(image[..., None], channels, axis=-1)  # the shipped sample is grey
     image = as_image(image, channels, name=str(path))
     m = source.segmenter.model_config.size_multiple
     h, w = (min(n, TEST_SIZE) // m * m for n in image.shape[:2])
@@ -115,13 +116,15 @@ def _weights(v0_5: Any, source: Source, d: Path):
 def _describe(v0_5: Any, source: Source, cfg: ExportConfig, d: Path, weights: Any, on_sample: bool):
     mc, norm = source.segmenter.model_config, source.segmenter.norm
     m = mc.size_multiple
-    channels = ["grey"] if mc.in_channels == 1 else ["red", "green", "blue"]
+    channels = {1: ["grey"], 3: ["red", "green", "blue"]}.get(mc.in_channels) or [
+        f"channel{i}" for i in (mc.channels or range(mc.in_channels))]
+    joint = mc.in_channels > 1 and not per_channel(norm, mc.in_channels)  # percentiles over all channels
     size = v0_5.ParameterizedSize(min=m, step=m)
     space_in = [v0_5.SpaceInputAxis(id=v0_5.AxisId(a), size=size) for a in ("y", "x")]
     space_out = [v0_5.SpaceOutputAxis(id=v0_5.AxisId(a), size=v0_5.SizeReference(
         tensor_id=v0_5.TensorId("raw"), axis_id=v0_5.AxisId(a))) for a in ("y", "x")]
     scale = v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
-        axes=[v0_5.AxisId("channel"), v0_5.AxisId("y"), v0_5.AxisId("x")],
+        axes=[v0_5.AxisId(a) for a in (("channel", "y", "x") if joint or mc.in_channels == 1 else ("y", "x"))],
         min_percentile=float(norm.pmin), max_percentile=float(norm.pmax)))
     inputs = [v0_5.InputTensorDescr(
         id=v0_5.TensorId("raw"), description="raw image, any intensity range (normalised per image)",

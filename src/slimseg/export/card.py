@@ -34,9 +34,9 @@ def cover_image(image: np.ndarray, probs: np.ndarray, path: Path) -> None:
     from matplotlib.image import imsave
 
     grey = image if image.ndim == 2 else image.mean(axis=-1)
-    left = np.clip(Normalizer.fit(image, _cover_norm())(image), 0, 1)
-    left = np.repeat(left, 3, axis=0) if left.shape[0] == 1 else left
     g = np.clip(Normalizer.fit(grey, _cover_norm())(grey)[0], 0, 1)
+    rgb = image.ndim == 3 and image.shape[-1] == 3
+    left = np.clip(Normalizer.fit(image, _cover_norm())(image), 0, 1) if rgb else np.repeat(g[None], 3, axis=0)
     right = np.stack([probs[0], probs[1], 0.5 * g])
     both = np.concatenate([np.moveaxis(left, 0, -1), np.moveaxis(right, 0, -1)], axis=1)
     imsave(str(path), (np.clip(both, 0, 1) * 255).astype(np.uint8))
@@ -65,7 +65,7 @@ def readme(source: Source, cfg: ExportConfig, model_path: Path, on_sample: bool)
         "",
         "## Input",
         "",
-        f"`raw`: one {'grey' if mc.in_channels == 1 else 'RGB'} image (batch, channel, y, x), float32, any "
+        f"`raw`: one {({1: 'grey', 3: 'RGB'}).get(mc.in_channels, f'{mc.in_channels}-channel')} image (batch, channel, y, x), float32, any "
         f"intensity range. Height and width must be multiples of {mc.size_multiple}: pad up to the next "
         "multiple (slimseg pads by reflection) and crop the outputs back.",
         "",
