@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -90,6 +89,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .config import PredictConfig
     from .data.folder import list_images, read_image
     from .events import run
+    from .files import atomic_path
     from .options import values_from_args
     from .segmenter import load_segmenter
 
@@ -108,7 +108,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     for i, (f, t) in enumerate(zip(files, targets)):
         labels = run(seg.predict_events(read_image(f), cfg)).labels
         dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-        tifffile.imwrite(t, labels.astype(dtype), compression="zlib")
+        with atomic_path(t) as tmp:
+            tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
         print(f"[{i + 1}/{len(files)}] {f.name}: {int(len(np.unique(labels)) - 1)} objects -> {t}",
               file=sys.stderr, flush=True)
     return 0
@@ -119,6 +120,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data.folder import load_folder
     from .evaluation import baseline_events, evaluate_events
     from .events import run
+    from .files import write_json
     from .metrics import format_table
     from .options import values_from_args
     from .segmenter import load_segmenter
@@ -133,7 +135,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         rows["otsu+watershed"] = run(baseline_events(images, labels, names))
     print(format_table(rows))
     if a.json:
-        Path(a.json).write_text(json.dumps(rows[Path(a.model).name], indent=1))
+        write_json(a.json, rows[Path(a.model).name])
     return 0
 
 
