@@ -6,16 +6,20 @@ Progress goes to stderr, results to stdout. Bad input exits with code 2 and a on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 # Defaults a command sets differently from the dataclasses' (every other default is the dataclass's own).
@@ -63,42 +67,142 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | No
     add_model_options(g)
 
 
-def _train(images, labels, names, a: argparse.Namespace, validation_metrics: bool = True):
-    """Train with the CLI options; return (result, metrics on the validation split)."""
+class Stopped(Exception):
+    """Training ended by Ctrl-C or SIGTERM; ``result`` is the best model so far (None before the first
+    epoch ended: nothing worth saving yet)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("stopped")
+        self.result = result
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """For the command's duration, the first Ctrl-C or SIGTERM sets the yielded event (training stops at
+    its next step and the best model is saved) and a second one interrupts at once. Only the CLI entry
+    point changes its process's signal handling; the previous handlers come back after."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"slimseg: {signal.Signals(signum).name}: stopping at the next step and saving the best model so "
+              "far (send it again to quit at once)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _train(images, labels, names, a: argparse.Namespace, stop: threading.Event, validation_metrics: bool = True):
+    """Train with the CLI options; return (result, metrics on the validation split). Raises
+    :class:`Stopped` once ``stop`` is set (or on KeyboardInterrupt)."""
+    from . import checkpoint
     from .config import TrainConfig
     from .data.axes import count_channels
     from .evaluation import evaluate_events
-    from .events import print_progress, run
+    from .events import print_progress, run, until_stopped
     from .options import config_from_args, model_config_from_args
     from .training import Trainer
 
     cfg = config_from_args(TrainConfig, a)
     model_cfg = model_config_from_args(a, count_channels(images, names), channels=getattr(a, "channels", None))
-    result = run(Trainer(images, labels, cfg, model_cfg, names=names).fit(), print_progress)
+    trainer = Trainer(images, labels, cfg, model_cfg, names=names)
+    if getattr(a, "resume", None):
+        trainer.restore(checkpoint.load(a.resume))
+    target = getattr(a, "checkpoint_target", None)
+    try:
+        result = run(until_stopped(trainer.fit(target, getattr(a, "checkpoint_every", None) or 1), stop,
+                                   lambda: None), print_progress)
+    except KeyboardInterrupt:  # raised in this process by a host without our handlers (or a test)
+        stop.set()
+    if stop.is_set():
+        result = trainer.result(recalibrate=False) if trainer.epochs_done else None  # quick: a signal waits
+        if result is not None:
+            result.stop_reason = "interrupted"
+        raise Stopped(result)
     metrics = None
     val = result.split.get("val", [])
     if validation_metrics and val:
         index = {n: i for i, n in enumerate(names)}
-        metrics = run(evaluate_events(result.segmenter(), [images[index[n]] for n in val], [labels[index[n]] for n in val], names=val))
+        metrics = _drain(evaluate_events(result.segmenter(), [images[index[n]] for n in val],
+                                         [labels[index[n]] for n in val], names=val), stop, result)
         metrics.pop("per_image")
     return result, metrics
+
+
+def _drain(gen, stop: threading.Event, result: Any, on_event=None) -> Any:
+    """Run a job after training; raise :class:`Stopped` (keeping ``result``) if a stop comes first."""
+    from .events import run, until_stopped
+
+    out = run(until_stopped(gen, stop, lambda: None), on_event)
+    if stop.is_set():
+        raise Stopped(result)
+    return out
+
+
+def _save_stopped(result: Any, out: Path | None, overwrite: bool) -> int:
+    """Save the best model of a stopped run (if any, and if there is somewhere to), say so; exit code 130."""
+    from .training import to_model_file
+
+    if result is None:
+        print("interrupted before the first epoch ended: no model saved", file=sys.stderr)
+    elif out is None:
+        print("interrupted: no model saved (no --out given)", file=sys.stderr)
+    else:
+        from . import io
+
+        io.save(to_model_file(result), out, overwrite=overwrite)
+        print(f"interrupted: saved the best model so far to {out} (validation Dice {result.best_val_dice:.4f} "
+              f"at epoch {result.best_epoch} of {len(result.history)})", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _checkpoint_options(a: argparse.Namespace, out: Path) -> None:
+    """Check --checkpoint/--checkpoint-every/--resume before any work; sets ``a.checkpoint_target``."""
+    from . import checkpoint
+
+    a.checkpoint_target = None
+    if a.checkpoint_every is not None and a.checkpoint_every < 1:
+        raise InputError(f"--checkpoint-every takes a number of epochs >= 1, got {a.checkpoint_every}")
+    if a.resume and not Path(a.resume).is_file():
+        raise InputError(f"{a.resume}: no such checkpoint file (--resume)")
+    if a.checkpoint_every is not None or a.checkpoint:
+        target = Path(a.checkpoint) if a.checkpoint else out.with_suffix(checkpoint.SUFFIX)
+        if target.resolve() == out.resolve():
+            raise InputError("--checkpoint names the --out model file; give the checkpoint its own name")
+        a.checkpoint_target = checkpoint.check_target(target, a.resume, a.overwrite)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
     from . import io
     from .data.folder import load_folder
+    from .files import check_can_write
     from .metrics import format_table
     from .training import to_model_file
 
     out = io.check_writable(a.out, a.overwrite)
+    check_can_write(out)
+    _checkpoint_options(a, out)
     names, images, labels = load_folder(a.data, _channels(a))
-    result, metrics = _train(images, labels, names, a)
-    io.save(to_model_file(result, {"validation": metrics} if metrics else None), out, overwrite=a.overwrite)
+    with stop_on_signals() as stop:
+        try:
+            result, metrics = _train(images, labels, names, a, stop)
+        except Stopped as stopped:
+            return _save_stopped(stopped.result, out, a.overwrite)
+        io.save(to_model_file(result, {"validation": metrics} if metrics else None), out, overwrite=a.overwrite)
     if metrics:
         print(format_table({"validation": metrics}))
     print(f"saved {out} (best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; "
           f"stopped by {result.stop_reason})")
-    return 0
+    return EXIT_INTERRUPTED if stop.is_set() else 0
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
@@ -143,6 +247,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data.folder import load_folder
     from .evaluation import baseline_events, evaluate_events
     from .events import run
+    from .files import write_json
     from .metrics import format_table
     from .options import values_from_args
     from .segmenter import load_segmenter
@@ -157,40 +262,46 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         rows["otsu+watershed"] = run(baseline_events(images, labels, names))
     print(format_table(rows))
     if a.json:
-        Path(a.json).write_text(json.dumps(rows[Path(a.model).name], indent=1))
+        write_json(a.json, rows[Path(a.model).name])
     return 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from . import io
     from .evaluation import baseline_events, evaluate_events
-    from .events import print_progress, run
+    from .events import print_progress
+    from .files import check_can_write
     from .metrics import format_table
     from .sample import load_sample
     from .training import to_model_file
 
     if a.out:
-        io.check_writable(a.out, a.overwrite)
+        check_can_write(io.check_writable(a.out, a.overwrite))
     t0 = time.perf_counter()
     names, images, labels = load_sample("train")
     print(f"demo: training a U-Net ({a.optimizer} + {a.loss}) on {len(images)} shipped DSB2018 nuclei images "
           f"for up to {a.minutes:g} minutes", file=sys.stderr)
-    result, _ = _train(images, labels, names, a, validation_metrics=False)
-    t_names, t_images, t_labels = load_sample("test")
-    rows = {
-        "slimseg U-Net": run(evaluate_events(result.segmenter(), t_images, t_labels, names=t_names), print_progress),
-        "otsu+watershed": run(baseline_events(t_images, t_labels, t_names)),
-    }
-    print(f"\nheld-out test images: {len(t_images)} (shipped sample, never trained on)")
-    print(format_table(rows))
-    gain = rows["slimseg U-Net"]["dice"] - rows["otsu+watershed"]["dice"]
-    gain_f1 = rows["slimseg U-Net"]["instance_f1"] - rows["otsu+watershed"]["instance_f1"]
-    print(f"\nU-Net vs classical baseline: Dice {gain:+.4f}, instance F1 {gain_f1:+.4f}; "
-          f"total time {time.perf_counter() - t0:.0f} s")
-    if a.out:
-        io.save(to_model_file(result, {"test": rows["slimseg U-Net"]}), a.out, overwrite=a.overwrite)
-        print(f"saved {a.out}")
-    return 0
+    with stop_on_signals() as stop:
+        try:
+            result, _ = _train(images, labels, names, a, stop, validation_metrics=False)
+            t_names, t_images, t_labels = load_sample("test")
+            rows = {
+                "slimseg U-Net": _drain(evaluate_events(result.segmenter(), t_images, t_labels, names=t_names),
+                                        stop, result, print_progress),
+                "otsu+watershed": _drain(baseline_events(t_images, t_labels, t_names), stop, result),
+            }
+        except Stopped as stopped:
+            return _save_stopped(stopped.result, Path(a.out) if a.out else None, a.overwrite)
+        print(f"\nheld-out test images: {len(t_images)} (shipped sample, never trained on)")
+        print(format_table(rows))
+        gain = rows["slimseg U-Net"]["dice"] - rows["otsu+watershed"]["dice"]
+        gain_f1 = rows["slimseg U-Net"]["instance_f1"] - rows["otsu+watershed"]["instance_f1"]
+        print(f"\nU-Net vs classical baseline: Dice {gain:+.4f}, instance F1 {gain_f1:+.4f}; "
+              f"total time {time.perf_counter() - t0:.0f} s")
+        if a.out:
+            io.save(to_model_file(result, {"test": rows["slimseg U-Net"]}), a.out, overwrite=a.overwrite)
+            print(f"saved {a.out}")
+    return EXIT_INTERRUPTED if stop.is_set() else 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
@@ -236,9 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a U-Net on DATA/images + DATA/labels")
     p.add_argument("data", help="folder with images/ and labels/ (same file names)")
     p.add_argument("--out", required=True, help="model file to write")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and --checkpoint) if it exists")
     _add_train_options(p)
     _add_channel_options(p)
+    g = p.add_argument_group("checkpoints", "Ctrl-C or SIGTERM saves the best model so far to --out and exits "
+                             "with 130; a checkpoint also lets a killed run go on where it was.")
+    g.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write a checkpoint every N epochs (and after the last one), replacing the previous one "
+                        "atomically")
+    g.add_argument("--checkpoint", metavar="FILE", help="the checkpoint file (default: --out with the suffix .ckpt)")
+    g.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue the run CHECKPOINT holds, with the same optimizer state, schedule and random "
+                        "streams; give the same DATA and options (only --epochs, --minutes and --patience may "
+                        "change; --minutes counts the training time before the checkpoint too)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="write one instance-label TIFF per input image (a stack per stack)")
@@ -292,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"slimseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

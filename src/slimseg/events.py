@@ -8,6 +8,7 @@ each ``yield`` is both a progress tick and a point where Stop takes effect.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,6 +66,21 @@ def run(gen: Generator[Any, None, R], on_event: Callable[[Any], None] | None = N
             return stop.value
         if on_event is not None:
             on_event(event)
+
+
+def until_stopped(gen: Generator[Any, None, Any], stop: threading.Event,
+                  on_stop: Callable[[], Any]) -> Generator[Any, None, Any]:
+    """Relay ``gen``'s events; once ``stop`` is set (a :class:`threading.Event`: a widget's Stop, the
+    command line's Ctrl-C), close ``gen`` at its next event and return ``on_stop()``."""
+    while True:
+        if stop.is_set():
+            gen.close()
+            return on_stop()
+        try:
+            event = next(gen)
+        except StopIteration as end:
+            return end.value
+        yield event
 
 
 def format_event(event: Any) -> str | None:

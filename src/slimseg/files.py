@@ -6,9 +6,12 @@ import contextlib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import InputError
 
 
 @contextlib.contextmanager
@@ -36,3 +39,20 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any, default: Any = None) -> Path:
     return write_text(path, json.dumps(obj, indent=1, default=default) + "\n")
+
+
+def check_can_write(path: str | Path) -> None:
+    """Refuse, before long work starts, a file whose folder is not writable or cannot be made (a try
+    with a temporary file: permissions, read-only disks, a file where a folder should be)."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {path}: {folder} is a file, not a folder; choose another place")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InputError(f"cannot write {path}: the folder {folder} is not writable ({err.strerror or err}); "
+                         "choose another place") from None

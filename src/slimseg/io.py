@@ -11,6 +11,7 @@ from __future__ import annotations
 import io as _io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,42 +89,63 @@ def load(path: str | Path) -> ModelFile:
 
     Every tensor's header is checked against ``meta.json`` and the model settings, and the bytes it
     declares against a cap, before its data is read (see :mod:`slimseg.safe_npy`)."""
+
+    def check(declared, model_config, meta, path):
+        _check_declared(declared, model_config, meta.get("kind", "float"), path)
+
+    meta, model_config, norm, tensors = read_archive(path, FORMAT, FORMAT_VERSION, MAX_TENSOR_BYTES, check)
+    info = {k: v for k, v in meta.items()
+            if k not in ("format", "model_config", "norm", "tensors", "kind")}
+    return ModelFile(model_config, norm, tensors, meta.get("kind", "float"), info)
+
+
+# What each slimseg zip format is called in messages (a file of one format offered where another is read).
+FORMAT_NOUNS = {FORMAT: "model file", "slimseg-checkpoint": "training checkpoint"}
+FORMAT_HINTS = {"slimseg-checkpoint": "continue its training with slimseg train --resume, or use the model "
+                                      "file that run saved"}
+
+
+def read_archive(path: str | Path, fmt: str, version: int, max_tensor_bytes: int,
+                 check: Callable[[dict[str, tuple[np.dtype, tuple[int, ...]]], ModelConfig, dict[str, Any], Path], None]
+                 ) -> tuple[dict[str, Any], ModelConfig, NormConfig, dict[str, np.ndarray]]:
+    """(meta.json, model settings, normalisation, tensors) of a slimseg zip of format ``fmt`` (a model
+    file, a training checkpoint), read with the same guards: no pickle, bounded sizes, and ``check``
+    run on the declared tensors (name -> dtype, shape) before any tensor data is read."""
     path = Path(path)
+    noun = FORMAT_NOUNS.get(fmt, fmt)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
+        raise ModelFileError(f"{path}: no such {noun}")
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head[:1] == b"\x80":
-        raise ModelFileError(f"{path} is a Python pickle, not a slimseg model file; pickles can run code, "
+        raise ModelFileError(f"{path} is a Python pickle, not a slimseg {noun}; pickles can run code, "
                              "so it was not loaded (nothing in it ran)")
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path} is not a slimseg model file (corrupt, truncated or another format)")
-    if path.stat().st_size > MAX_TENSOR_BYTES + MAX_META_BYTES + (1 << 20):
-        raise ModelFileError(f"{path} is {path.stat().st_size / 2**20:.0f} MiB, more than a slimseg model "
-                             f"file may hold ({_mib(MAX_TENSOR_BYTES)} of tensors); it was not read")
+        raise ModelFileError(f"{path} is not a slimseg {noun} (corrupt, truncated or another format)")
+    if path.stat().st_size > max_tensor_bytes + MAX_META_BYTES + (1 << 20):
+        raise ModelFileError(f"{path} is {path.stat().st_size / 2**20:.0f} MiB, more than a slimseg {noun} "
+                             f"may hold ({_mib(max_tensor_bytes)} of tensors); it was not read")
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
             if "meta.json" not in names:
                 if any(n.endswith("data.pkl") for n in names):
                     raise ModelFileError(
-                        f"{path} is a PyTorch pickle file (torch.save), not a slimseg model file; it was not "
+                        f"{path} is a PyTorch pickle file (torch.save), not a slimseg {noun}; it was not "
                         "loaded because unpickling can run code (nothing in it ran)")
-                raise ModelFileError(f"{path} is a zip file but not a slimseg model file (no meta.json)")
+                raise ModelFileError(f"{path} is a zip file but not a slimseg {noun} (no meta.json)")
             meta = _read_meta(zf, path)
-            _check_meta(meta, path)
+            _check_meta(meta, path, fmt, version)
             model_config, norm = _configs(meta, path)
             declared = _declared_tensors(meta["tensors"], path)
-            _check_declared(declared, model_config, meta.get("kind", "float"), path)
+            check(declared, model_config, meta, path)
             tensors = {name: _read_tensor(zf, name, dtype, shape, path)
                        for name, (dtype, shape) in declared.items()}
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, RecursionError) as err:
         raise ModelFileError(f"{path} is damaged or truncated ({err}); re-save or re-train the model") from None
-    info = {k: v for k, v in meta.items()
-            if k not in ("format", "model_config", "norm", "tensors", "kind")}
-    return ModelFile(model_config, norm, tensors, meta.get("kind", "float"), info)
+    return meta, model_config, norm, tensors
 
 
 # What one file may declare, whatever its model settings say (a real model is far smaller).
@@ -230,14 +252,19 @@ def _read_tensor(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[i
         return read_data(fh, info, shape, fortran, dtype, header_bytes, where)
 
 
-def _check_meta(meta: Any, path: Path) -> None:
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a slimseg model file (its meta.json names another format)")
+def _check_meta(meta: Any, path: Path, fmt: str = FORMAT, version_read: int = FORMAT_VERSION) -> None:
+    noun = FORMAT_NOUNS.get(fmt, fmt)
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        other = meta.get("format") if isinstance(meta, dict) else None
+        if other in FORMAT_NOUNS:
+            hint = f"; {FORMAT_HINTS[other]}" if other in FORMAT_HINTS else ""
+            raise ModelFileError(f"{path} is a slimseg {FORMAT_NOUNS[other]}, not a {noun}{hint}")
+        raise ModelFileError(f"{path} is not a slimseg {noun} (its meta.json names another format)")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version > version_read:
         raise ModelFileError(
-            f"{path} has model-file format version {version}, newer than this slimseg reads "
-            f"({FORMAT_VERSION}); upgrade napari-slimseg (pip install -U napari-slimseg)")
+            f"{path} has {noun.replace(' ', '-')} format version {version}, newer than this slimseg reads "
+            f"({version_read}); upgrade napari-slimseg (pip install -U napari-slimseg)")
     for key in ("model_config", "norm", "tensors"):
         if key not in meta:
             raise ModelFileError(f"{path}: meta.json lacks {key!r}; the file is damaged")

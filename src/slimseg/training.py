@@ -1,7 +1,8 @@
 """Training: ``Trainer.fit()`` is a generator of events that returns a :class:`TrainResult`.
 
 The trainer keeps the best model (by validation Dice) as it goes, so a run stopped from outside
-(the widget's Stop, a closed generator) still has :meth:`Trainer.result`.
+(the widget's Stop, a closed generator) still has :meth:`Trainer.result`. Between epochs it can write
+a :mod:`~slimseg.checkpoint` that :meth:`Trainer.restore` continues from, as if never stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import checkpoint as ckpt_file
 from . import io
 from .config import ModelConfig, NormConfig, PredictConfig, TrainConfig, to_dict
 from .data.axes import count_channels
@@ -106,10 +108,23 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._best_state: dict[str, torch.Tensor] | None = None
         self._result = TrainResult(self.model, self.model_config, norm, config, split=self.split)
+        self.data_fingerprint = ckpt_file.fingerprint(names, images, labels)
+        self._resume: ckpt_file.Checkpoint | None = None
+        self._stale, self._best_score = 0, -math.inf  # epochs without a better score, and the best score
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs trained and validated so far (in this run and the checkpoint it continues)."""
+        return len(self._result.history)
 
     # -- the loop ---------------------------------------------------------------------------------
-    def fit(self) -> Generator[Any, None, TrainResult]:
+    def fit(self, checkpoint: str | Path | None = None, checkpoint_every: int = 1
+            ) -> Generator[Any, None, TrainResult]:
+        """Train epoch by epoch, yielding events; return :meth:`result`. With ``checkpoint``, write a
+        checkpoint there (atomically) after every ``checkpoint_every``-th epoch and after the last."""
         cfg = self.config
+        if checkpoint_every < 1:
+            raise InputError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
         steps_per_epoch = cfg.steps_per_epoch()
         opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
         plateau = Plateau() if cfg.schedule == "plateau" else None
@@ -122,36 +137,108 @@ class Trainer:
                         total_steps=steps_per_epoch * cfg.epochs,
                         budget_s=cfg.minutes * 60 if cfg.minutes else math.inf,
                         device=self.device, bf16=self.bf16, channels_last=cfg.channels_last)
-        stale, best = 0, -math.inf
+        self._opt, self._plateau, self._loop = opt, plateau, loop
+        if self._resume is not None:
+            self._continue(self._resume)
+            yield Message(f"resuming after epoch {self.epochs_done} (step {loop.step}, "
+                          f"{loop.elapsed():.0f} s of training so far)")
         self._result.stop_reason = "epochs"
-        for epoch in range(1, cfg.epochs + 1):
+        reason = self._stop_reason(loop.elapsed()) if self.epochs_done else None
+        for epoch in range(self.epochs_done + 1, cfg.epochs + 1) if reason is None else ():
             self.model.train()
             losses = yield from loop.run(steps_per_epoch, epoch)
             val = self._validate(BN_BATCHES_EPOCH)
             score = val if self.val else -float(np.mean(losses))
-            is_best = score > best
+            is_best = score > self._best_score
             if is_best:
-                best, stale = score, 0
+                self._best_score, self._stale = score, 0
                 self._best_state = copy.deepcopy(self.model.state_dict())
                 self._result.best_val_dice, self._result.best_epoch = val, epoch
             else:
-                stale += 1
+                self._stale += 1
             if plateau:
                 plateau.update(score)
             elapsed = loop.elapsed()
             row = {"epoch": epoch, "step": loop.step, "train_loss": float(np.mean(losses)), "val_dice": val,
                    "lr": opt.param_groups[0]["lr"], "elapsed_s": elapsed}
             self._result.history.append(row)
+            reason = self._stop_reason(elapsed)
+            if checkpoint is not None and (epoch % checkpoint_every == 0 or reason or epoch == cfg.epochs):
+                ckpt_file.save(self.checkpoint(), checkpoint)
             yield EpochEnd(epoch, loop.step, row["train_loss"], val, self._result.best_val_dice, is_best,
                            elapsed, row["lr"])
-            if elapsed >= loop.budget_s:
-                self._result.stop_reason = "time budget"
+            if reason:
                 break
-            if cfg.patience is not None and stale >= cfg.patience:
-                self._result.stop_reason = "early stopping"
+        if reason:
+            self._result.stop_reason = reason
+            if reason == "early stopping":
                 yield Message(f"early stopping: no better validation Dice for {cfg.patience} epochs")
-                break
         return self.result()
+
+    def _stop_reason(self, elapsed: float) -> str | None:
+        """Why training ends after the epoch just done (besides the epoch count), or None."""
+        if elapsed >= self._loop.budget_s:
+            return "time budget"
+        if self.config.patience is not None and self._stale >= self.config.patience:
+            return "early stopping"
+        return None
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def checkpoint(self) -> ckpt_file.Checkpoint:
+        """The run as it stands after its last epoch (call between epochs: :meth:`fit` does)."""
+        def arrays(state: dict[str, torch.Tensor], prefix: str) -> dict[str, np.ndarray]:
+            return {f"{prefix}/{k}": v.detach().cpu().contiguous().numpy() for k, v in state.items()}
+
+        opt_meta, opt_tensors = ckpt_file.optimizer_state(self._opt)
+        rng_meta, rng_tensors = ckpt_file.rng_state(self.sampler.rng, self.device)
+        p = self._plateau
+        state = {"epoch": self.epochs_done, "step": self._loop.step, "elapsed_s": self._loop.elapsed(),
+                 "stale": self._stale, "best_score": self._best_score, "best_val_dice": self._result.best_val_dice,
+                 "best_epoch": self._result.best_epoch, "history": self._result.history,
+                 "plateau": None if p is None else {"best": p.best, "bad": p.bad, "scale": p.scale}}
+        tensors = {**arrays(self.model.state_dict(), "model"), **opt_tensors, **rng_tensors}
+        if self._best_state is not None:
+            tensors.update(arrays(self._best_state, "best"))
+        return ckpt_file.Checkpoint(self.model_config, self.norm, self.config, self.data_fingerprint,
+                                    {"state": state, "optimizer": opt_meta, "rng": rng_meta}, tensors)
+
+    def restore(self, checkpoint: ckpt_file.Checkpoint) -> None:
+        """Continue from ``checkpoint`` when :meth:`fit` runs: the same weights, optimizer state, schedule
+        position, counters and random streams. Refuses (naming what differs) a checkpoint of other
+        images or settings; only the budget (:data:`slimseg.checkpoint.BUDGET_FIELDS`) may change, and
+        a time budget counts the training time before the checkpoint too."""
+        diff = ckpt_file.differences(checkpoint, self.model_config, self.norm, self.config, self.data_fingerprint)
+        if diff:
+            raise InputError("the checkpoint holds another run, so it cannot be continued with these images "
+                             f"and settings: {'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}; give the "
+                             "same data and options as that run (only epochs, minutes and patience may change)")
+        state = checkpoint.meta["state"]
+        try:
+            history = [dict(row) for row in state["history"]]
+            best = float(state["best_val_dice"]), int(state["best_epoch"])
+            self.model.load_state_dict(_state_of(checkpoint, "model"))
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"the checkpoint's training state is damaged ({type(err).__name__}: {err})") from None
+        self._result.history = history
+        self._result.best_val_dice, self._result.best_epoch = best
+        self._best_state = _state_of(checkpoint, "best") or None
+        self._resume = checkpoint
+
+    def _continue(self, checkpoint: ckpt_file.Checkpoint) -> None:
+        """Put the optimizer, loop and random streams of ``checkpoint`` in place (in :meth:`fit`)."""
+        state = checkpoint.meta["state"]
+        try:
+            ckpt_file.load_optimizer_state(self._opt, checkpoint.meta["optimizer"], checkpoint.tensors)
+            ckpt_file.set_rng_state(self.sampler.rng, self.device, checkpoint.meta["rng"], checkpoint.tensors)
+            self._loop.step = int(state["step"])
+            self._loop.start -= float(state["elapsed_s"])
+            self._stale, self._best_score = int(state["stale"]), float(state["best_score"])
+            if self._plateau is not None and state["plateau"] is not None:
+                self._plateau.best, self._plateau.bad, self._plateau.scale = (
+                    state["plateau"]["best"], state["plateau"]["bad"], state["plateau"]["scale"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"the checkpoint's training state is damaged ({type(err).__name__}: {err})") from None
+        self._resume = None
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device)
@@ -177,12 +264,15 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.model(self._to_device(x)).float().cpu()
 
-    def result(self) -> TrainResult:
+    def result(self, recalibrate: bool = True) -> TrainResult:
         """The best model so far (usable after a stop), BatchNorm re-estimated, on the CPU, eval mode,
-        with the post-processing thresholds tuned for instance F1 on the validation images."""
+        with the post-processing thresholds tuned for instance F1 on the validation images.
+        ``recalibrate=False`` keeps the BatchNorm statistics the best epoch was validated with (a
+        quicker result, for a stop that must not wait)."""
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
-        recalibrate_batchnorm(self.model, self._bn_batches(), BN_BATCHES_FINAL)
+        if recalibrate or self._best_state is None:
+            recalibrate_batchnorm(self.model, self._bn_batches(), BN_BATCHES_FINAL)
         self.model.eval()
         if self.val:
             self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
@@ -191,6 +281,12 @@ class Trainer:
         model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         self._result.model = model.eval()
         return self._result
+
+
+def _state_of(checkpoint: ckpt_file.Checkpoint, prefix: str) -> dict[str, torch.Tensor]:
+    """The state dict stored under ``prefix/`` (``model`` or ``best``) in a checkpoint."""
+    cut = len(prefix) + 1
+    return {k[cut:]: torch.from_numpy(np.array(v)) for k, v in checkpoint.tensors.items() if k.startswith(prefix + "/")}
 
 
 def to_model_file(result: TrainResult, metrics: dict[str, Any] | None = None) -> io.ModelFile:

@@ -45,7 +45,7 @@ LAYERS = [
      "slimseg.config"],
     ["slimseg.metrics", "slimseg.instances", "slimseg.model", "slimseg.losses", "slimseg.optim", "slimseg.device",
      "slimseg.options", "slimseg.data", "slimseg.baseline", "slimseg.io", "slimseg.safe_npy", "slimseg.steps", "slimseg.sample"],
-    ["slimseg.predict", "slimseg.stacks", "slimseg.tune", "slimseg.kinds"],
+    ["slimseg.predict", "slimseg.stacks", "slimseg.tune", "slimseg.kinds", "slimseg.checkpoint"],
     ["slimseg.segmenter"],
     ["slimseg.training", "slimseg.evaluation"],
     ["slimseg.compress", "slimseg.study", "slimseg.export"],

@@ -184,3 +184,26 @@ def test_a_stop_while_a_run_is_written_comes_after_its_row(tmp_path, monkeypatch
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert len(read_rows(tmp_path / "results.csv")) == 1  # the run was recorded in full, then the stop came
+
+
+@pytest.mark.parametrize("torn", [
+    b"sgd__bce__s0,sgd,bce,0,0.05,ok,,2,8",  # a kill mid-row: no newline yet
+    b"\0" * 40,  # a crash after the file grew but before its bytes reached the disk
+    b"sgd__bce__s0,sgd,bce,0,0.05,ok,,2,8" + b"\0" * 17 + b"\n",  # the same, followed by a newline
+    b"\xff\xfe,sgd,bce,,0.05,ok\n",  # bytes that are not UTF-8, and too few cells
+])
+def test_a_torn_last_row_is_skipped_and_repaired_not_fatal(tmp_path, torn):
+    cfg = _config()
+    runs = cfg.runs()
+    with ResultsStore(tmp_path) as store:
+        store.open(cfg)
+        store.record(runs[0], _ok(0.8))
+    csv = tmp_path / "results.csv"
+    with open(csv, "ab") as fh:
+        fh.write(torn)
+    assert [r["run_id"] for r in read_rows(csv)] == [runs[0].run_id]
+    with ResultsStore(tmp_path) as store:
+        assert set(store.open(cfg)) == {runs[0].key}  # the torn run counts as not done: it runs again
+        store.record(runs[1], _ok(0.7))
+    assert [r["run_id"] for r in read_rows(csv)] == [runs[0].run_id, runs[1].run_id]
+    assert read_rows(csv)[1]["test_dice"] == 0.7

@@ -68,3 +68,34 @@ def test_train_stop_keeps_best_and_saves(qtbot, train_widget, tmp_path, notes):
     assert "exists" in messages(notes, "error")
     for layer, data in zip(viewer.layers, before):
         assert np.array_equal(layer.data, data)  # the user's layers are untouched
+
+
+def tick(qtbot, checkbox):
+    """A real click on a check box's box (its centre may lie right of a short label, outside the button)."""
+    from qtpy.QtCore import QPoint, Qt
+
+    qtbot.mouseClick(checkbox.native, Qt.MouseButton.LeftButton, pos=QPoint(6, checkbox.native.height() // 2))
+
+
+def test_autosave_writes_the_model_when_training_is_stopped(qtbot, train_widget, tmp_path, notes):
+    viewer, widget = train_widget
+    target = tmp_path / "auto.slimseg"
+    target.write_bytes(b"an older file")
+    widget.save_path.value = target
+    tick(qtbot, widget.autosave)
+    assert widget.autosave.value
+    click(qtbot, widget.start_button)  # the file exists and 'overwrite' is not ticked: refused before training
+    assert not widget.running and "exists" in messages(notes, "error")
+    assert target.read_bytes() == b"an older file"
+    tick(qtbot, widget.overwrite)
+    click(qtbot, widget.start_button)
+    assert widget.running
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 2, timeout=120_000)
+    click(qtbot, widget.stop_button)
+    wait_job(qtbot, widget)
+    mf = session_models(viewer).get(widget.last_model)  # kept in the session as before, and in the file
+    loaded = io.load(target)
+    assert loaded.meta["training"]["stop_reason"] == "stopped by user"
+    assert all(np.array_equal(loaded.tensors[k], mf.tensors[k]) for k in mf.tensors)
+    assert f"saved to {target}" in messages(notes) and "saved to" in widget.status.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.slimseg"]  # no temporary left beside it

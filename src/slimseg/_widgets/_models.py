@@ -25,15 +25,19 @@ def load_file(path: Any) -> io.ModelFile:
     return io.load(Path(path))
 
 
+def model_path(target: Any) -> Path:
+    """The model file a file field names (``.slimseg`` added when there is no suffix)."""
+    if not _is_set(target):
+        raise InputError(f"choose a file name to save to (e.g. nuclei{io.SUFFIX})")
+    path = Path(str(target))
+    return path.with_suffix(io.SUFFIX) if not path.suffix else path
+
+
 def save_model(viewer: Any, name: str | None, target: Any, overwrite: bool) -> Path:
     """Write the session model ``name`` to ``target`` (``.slimseg`` added when there is no suffix)."""
     if name is None:
         raise InputError("no model to save yet; run the widget first")
-    if not _is_set(target):
-        raise InputError(f"choose a file name to save to (e.g. nuclei{io.SUFFIX})")
-    path = Path(str(target))
-    if not path.suffix:
-        path = path.with_suffix(io.SUFFIX)
+    path = model_path(target)
     try:
         return io.save(session_models(viewer).get(name), path, overwrite=overwrite)
     except InputError as err:

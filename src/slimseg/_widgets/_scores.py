@@ -14,6 +14,7 @@ import numpy as np
 from .. import io
 from ..errors import InputError
 from ..events import Progress
+from ..files import atomic_path
 
 # (key in a result row, column title); pixel scores are pooled over the images, instance scores at IoU 0.5
 COLUMNS = (
@@ -77,7 +78,7 @@ def write_csv(rows: dict[str, dict[str, float]], path: str | Path, overwrite: bo
         path = path.with_name(path.name + ".csv")
     if path.exists() and not overwrite:
         raise InputError(f"{path} exists; tick 'overwrite' or choose another file name")
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["model", *(key for key, _ in COLUMNS)])
         for name, row in rows.items():

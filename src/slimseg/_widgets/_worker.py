@@ -19,22 +19,9 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from ..errors import InputError
+from ..events import until_stopped  # noqa: F401 (the widgets import it from here)
 
 log = logging.getLogger(__name__)
-
-
-def until_stopped(gen: Generator[Any, None, Any], stop: threading.Event,
-                  on_stop: Callable[[], Any]) -> Generator[Any, None, Any]:
-    """Relay ``gen``'s events; when ``stop`` is set, close ``gen`` and return ``on_stop()``."""
-    while True:
-        if stop.is_set():
-            gen.close()
-            return on_stop()
-        try:
-            event = next(gen)
-        except StopIteration as end:
-            return end.value
-        yield event
 
 
 class JobRuntimeError(Exception):

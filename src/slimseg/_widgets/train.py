@@ -1,4 +1,5 @@
-"""The Train widget: image + labels layers -> a U-Net, trained in a worker with a live plot; Stop keeps the best."""
+"""The Train widget: image + labels layers -> a U-Net, trained in a worker with a live plot; Stop keeps the best
+(in the session, and in a file when autosave is ticked)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ LOSS_PRESETS = ("bce+jaccard", "bce+dice", "0.5*bce+dice", "focal+dice", "bce+tv
 def _warm_up() -> None:
     """Do in the GUI thread, while the widget opens, the imports a training run would otherwise do in
     its worker: an import holds the GIL for long stretches (torch.optim's first optimizer imports
-    torch._dynamo), which froze napari's event loop for 0.3-0.6 s at the start of training."""
+    torch._dynamo), which would freeze napari's event loop at the start of training."""
     import torch
 
-    from .. import train  # noqa: F401
+    from .. import training  # noqa: F401
     from ..optim import make_optimizer
 
     make_optimizer("sgd", [torch.zeros(1, requires_grad=True)])
@@ -107,6 +108,8 @@ class TrainWidget(JobHost, Container):
         self.status = Label(value="")
         self.save_path = FileEdit(label="save to", mode="w", filter=FILTER)
         self.overwrite = CheckBox(text="overwrite an existing file", value=False)
+        self.autosave = CheckBox(text="autosave when training ends or is stopped", value=False,
+                                 tooltip="write the best model to 'save to' at the end of every run")
         self.save_button = PushButton(text="Save model", enabled=False)
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
@@ -118,7 +121,7 @@ class TrainWidget(JobHost, Container):
         from ._plot import make_plot
 
         self.plot = make_plot()
-        self.extend([self.save_path, self.overwrite, self.save_button])
+        self.extend([self.save_path, self.overwrite, self.autosave, self.save_button])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.plot.native)
         self.max_width = MAX_WIDTH
         self.status.native.setWordWrap(True)
@@ -175,6 +178,7 @@ class TrainWidget(JobHost, Container):
             names, images, labels = training_pairs(self.image_layers.value, self.label_layers.value,
                                                    self.channel_axis.value, self.as_channels.value)
             model_cfg = dataclasses.replace(model_cfg, in_channels=count_channels(images, names))
+            self._autosave_to = self._check_autosave() if self.autosave.value else None
         except InputError as err:
             notify_error(err, "Train")
             return None
@@ -237,10 +241,14 @@ class TrainWidget(JobHost, Container):
         self.last_model = session_models(self.viewer).add(f"U-Net d{cfg.depth}w{cfg.widths[0]}, {dice}", mf)
         why = "its panel was closed" if self.closed else result.stop_reason
         keep = "" if self.closed else "; Save it to keep it"
+        saved = self._autosave() if self._autosave_to is not None else None
+        if saved is not None:
+            keep = f"; saved to {saved}"
         show_info(f"Training ended ({why}): best {dice} at epoch {result.best_epoch}; the model is kept in "
                   f"this session as {self.last_model!r} (Predict, Compare, Compress){keep}.")
         if not self.closed:
-            self.status.value = f"done ({why}): best {dice} at epoch {result.best_epoch}"
+            self.status.value = f"done ({why}): best {dice} at epoch {result.best_epoch}" + (
+                f", saved to {saved}" if saved is not None else "")
             self.progress.value = 1000
             self.save_button.enabled = True
 
@@ -249,6 +257,29 @@ class TrainWidget(JobHost, Container):
             self._set_running(False)
 
     # -- saving -------------------------------------------------------------------------------------
+    _autosave_to: Path | None = None
+
+    def _check_autosave(self) -> Path:
+        """The autosave file, checked before training starts (not after it): named, writable, and new
+        unless 'overwrite' is ticked."""
+        from .. import io
+        from ..files import check_can_write
+        from ._models import model_path
+
+        path = model_path(self.save_path.value)
+        if path.exists() and not self.overwrite.value:
+            raise InputError(f"autosave: {path} exists; tick 'overwrite' or choose another file name")
+        check_can_write(io.check_writable(path, overwrite=True))
+        return path
+
+    def _autosave(self) -> Path | None:
+        """Write the run's model to the autosave file (atomically); a failure is notified, not raised."""
+        try:
+            return save_model(self.viewer, self.last_model, self._autosave_to, overwrite=True)
+        except InputError as err:
+            notify_error(err, "Autosave")
+            return None
+
     def save(self, *_: Any) -> Path | None:
         from napari.utils.notifications import show_info
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -86,6 +85,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     from .. import io
     from ..data.folder import load_folder
     from ..events import print_progress
+    from ..files import write_json, write_text
     from .report import benchmark, format_table, machine_info
 
     for f in (a.json, a.markdown):
@@ -107,8 +107,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
     machine = machine_info()
     print(format_table(rows, machine))
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": machine, "images": len(images), "rows": rows}, indent=1,
-                                           default=str))
+        write_json(a.json, {"machine": machine, "images": len(images), "rows": rows}, default=str)
     if a.markdown:
-        Path(a.markdown).write_text(format_table(rows, machine, markdown=True) + "\n")
+        write_text(a.markdown, format_table(rows, machine, markdown=True) + "\n")
     return 0

@@ -38,17 +38,26 @@ OUR_NAMES = {STUDY_FILE, RESULTS_FILE, TIMING_FILE, LOCK_FILE, "runs", "models",
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete row of a results.csv, numbers as floats (empty cells as NaN)."""
+    """Every complete row of a results.csv, numbers as floats (empty cells as NaN). A row cut short by
+    a kill (no newline yet, or bytes a crash left unwritten) is skipped, so the run is done again."""
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
+    text = path.read_bytes().decode("utf-8", errors="replace")
     if text and not text.endswith("\n"):  # a row cut short by a kill
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is not None and tuple(reader.fieldnames) != COLUMNS:
         raise InputError(f"{path} has other columns than this slimseg writes; move it away or use another --out")
-    return [_typed(r) for r in reader if None not in r.values()]
+    rows = []
+    for r in reader:
+        if None in r or None in r.values() or "\0" in "".join(r.values()):  # too many or few cells, NUL bytes
+            continue
+        try:
+            rows.append(_typed(r))
+        except ValueError:  # a seed that is not a number: a damaged row
+            continue
+    return rows
 
 
 def latest(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
