@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io as _io
-import json
 import random
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,13 +83,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> Path:
         "tensors": {k: [str(v.dtype), list(v.shape)] for k, v in ckpt.tensors.items()},
         **ckpt.meta,
     }
-    # stored, not deflated: weights hardly compress, and a checkpoint is written often
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("meta.json", json.dumps(meta, indent=1))
-        for name, arr in ckpt.tensors.items():
-            buf = _io.BytesIO()
-            np.save(buf, np.asarray(arr), allow_pickle=False)
-            zf.writestr(f"tensors/{name}.npy", buf.getvalue())
+    with atomic_path(path) as tmp:  # stored, not deflated: weights hardly compress, and it is written often
+        io.write_archive(tmp, meta, ckpt.tensors, deflate=False)
     _remove_stale_temporaries(path)
     return path
 

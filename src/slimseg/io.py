@@ -56,8 +56,20 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
 def save(mf: ModelFile, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``mf`` atomically (a temp file renamed into place); never clobbers without ``overwrite``."""
     path = check_writable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
+    with atomic_path(path) as tmp:
+        write_archive(tmp, _meta_of(mf), mf.tensors)
+    return path
+
+
+def file_size(mf: ModelFile) -> int:
+    """The bytes ``mf`` takes as a model file (written to memory, not to disk)."""
+    buf = _io.BytesIO()
+    write_archive(buf, _meta_of(mf), mf.tensors)
+    return buf.tell()
+
+
+def _meta_of(mf: ModelFile) -> dict[str, Any]:
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "slimseg_version": __version__,
@@ -67,13 +79,18 @@ def save(mf: ModelFile, path: str | Path, overwrite: bool = False) -> Path:
         "tensors": {k: [str(v.dtype), list(v.shape)] for k, v in mf.tensors.items()},
         **mf.meta,
     }
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+
+
+def write_archive(target: Any, meta: dict[str, Any], tensors: dict[str, np.ndarray], deflate: bool = True) -> None:
+    """``meta.json`` and one ``.npy`` per tensor in a zip (what :func:`read_archive` reads) to ``target``, a
+    path or a binary file."""
+    compression = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+    with zipfile.ZipFile(target, "w", compression=compression, compresslevel=6 if deflate else None) as zf:
         zf.writestr("meta.json", json.dumps(meta, indent=1, default=_json_default))
-        for name, arr in mf.tensors.items():
+        for name, arr in tensors.items():
             buf = _io.BytesIO()
             np.save(buf, np.asarray(arr), allow_pickle=False)  # keeps 0-d shapes (ascontiguousarray makes them 1-d)
             zf.writestr(f"tensors/{name}.npy", buf.getvalue())
-    return path
 
 
 def _json_default(obj: Any) -> Any:

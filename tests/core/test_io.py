@@ -258,3 +258,9 @@ def test_model_file_keeps_zero_dim_tensors(tmp_path):
     for name, arr in mf.tensors.items():
         assert loaded.tensors[name].shape == arr.shape, name
         assert np.array_equal(loaded.tensors[name], arr), name
+
+
+def test_file_size_is_the_size_save_writes(tmp_path):
+    model = UNet(ModelConfig(widths=(4, 8)))
+    mf = io.from_module(model, model.config, NormConfig(), note="x")
+    assert io.file_size(mf) == io.save(mf, tmp_path / "m.slimseg").stat().st_size
