@@ -16,7 +16,7 @@ import torch
 from .config import NormConfig, PredictConfig
 from .data.checks import as_image
 from .data.normalize import Normalizer
-from .data.tiling import blend_window, tile_starts
+from .data.tiling import blend_window, plan_tiles, tile_starts
 from .events import Progress
 from .instances import split_instances
 
@@ -31,14 +31,21 @@ class Prediction:
 
 def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
                           cfg: PredictConfig = PredictConfig(), in_channels: int = 1,
-                          out_channels: int = 2) -> Generator[Progress, None, np.ndarray]:
-    """Yield progress per tile row; return float16 sigmoid probabilities (out_channels, H, W)."""
+                          out_channels: int = 2, multiple: int | None = None
+                          ) -> Generator[Progress, None, np.ndarray]:
+    """Yield progress per tile row; return float16 sigmoid probabilities (out_channels, H, W).
+
+    With ``multiple`` (the model's size step) tiles are planned to waste the fewest pixels
+    (:func:`~slimseg.data.tiling.plan_tiles`); without it they are ``cfg.tile`` squares as in training."""
     image = as_image(image, in_channels)
     normalize = norm if isinstance(norm, Normalizer) else Normalizer.fit(image, norm)
     H, W = image.shape[:2]
     th, tw = min(cfg.tile, H), min(cfg.tile, W)
     ov = min(cfg.overlap, th // 2 - 1, tw // 2 - 1) if min(th, tw) > 2 else 0
-    ys, xs = tile_starts(H, th, ov), tile_starts(W, tw, ov)
+    if multiple is None:
+        ys, xs = tile_starts(H, th, ov), tile_starts(W, tw, ov)
+    else:
+        (th, ys), (tw, xs) = plan_tiles(H, th, ov, multiple), plan_tiles(W, tw, ov, multiple)
     window = blend_window(th, tw, ov)
     out = np.empty((out_channels, H, W), np.float16)
     acc = np.zeros((out_channels, th, W), np.float32)
@@ -63,6 +70,18 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
         yield Progress("predict", row + 1, len(ys))
     out[:, lo:lo + th] = acc / wacc
     return out
+
+
+def batch_shapes(height: int, width: int, cfg: PredictConfig, in_channels: int, multiple: int
+                 ) -> set[tuple[int, int, int, int]]:
+    """The (N, C, H, W) shapes the model is called with on a ``height`` x ``width`` image (planned
+    tiles, padded to ``multiple`` as the model pads them): what a compiled model specialises for."""
+    th, tw = min(cfg.tile, height), min(cfg.tile, width)
+    ov = min(cfg.overlap, th // 2 - 1, tw // 2 - 1) if min(th, tw) > 2 else 0
+    (th, ys), (tw, xs) = plan_tiles(height, th, ov, multiple), plan_tiles(width, tw, ov, multiple)
+    th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
+    counts = {min(cfg.batch_size, len(xs) - b) for b in range(0, len(xs), cfg.batch_size)}
+    return {(n, in_channels, th, tw) for n in counts}
 
 
 def image_probabilities(model_fn: ModelFn, images: Sequence[np.ndarray], norm: NormConfig | Normalizer,
@@ -101,9 +120,11 @@ def labels_from_probabilities(probs: np.ndarray, cfg: PredictConfig = PredictCon
 
 
 def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
-            cfg: PredictConfig = PredictConfig(), in_channels: int = 1) -> Generator[Progress, None, Prediction]:
-    """Tiled probabilities, then instance labels; a generator like every long job."""
-    probs = yield from predict_probabilities(model_fn, image, norm, cfg, in_channels)
+            cfg: PredictConfig = PredictConfig(), in_channels: int = 1, multiple: int | None = None
+            ) -> Generator[Progress, None, Prediction]:
+    """Tiled probabilities (planned tiles with ``multiple``), then instance labels; a generator like
+    every long job."""
+    probs = yield from predict_probabilities(model_fn, image, norm, cfg, in_channels, multiple=multiple)
     yield Progress("instances", 0, 1)
     return Prediction(labels_from_probabilities(probs, cfg), probs)
 

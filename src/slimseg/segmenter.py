@@ -50,7 +50,8 @@ class Segmenter:
         """Tiled prediction of one 2D image ((H, W), or (H, W, C) channel-last) as a generator of progress
         events returning the :class:`Prediction` (labels and probabilities); ``cfg`` defaults to the
         model's own (tuned) settings. Stacks: :meth:`stack_job`."""
-        return predict(self.model_fn, image, self.norm, cfg or self.predict_config, self.model_config.in_channels)
+        return predict(self.model_fn, image, self.norm, cfg or self.predict_config, self.model_config.in_channels,
+                       multiple=self.model_config.size_multiple)
 
     def standardize(self, image: Any, channels: ChannelConfig | None = None, name: str = "image") -> Standard:
         """``image`` (an array, or a reader's ``ImageData``) in the core's layout for this model: its

@@ -23,6 +23,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="model file to write")
     add_options(p, CompressConfig, required=("method",))
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-warm", dest="warm", action="store_false",
+                   help="int8 PT2E: do not compile for the images' tile shapes now (the first predict then compiles)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("benchmark", help="compare models: size, parameters, model-call time, accuracy",
@@ -72,6 +74,10 @@ def cmd_compress(a: argparse.Namespace) -> int:
     names, images, labels = _read_data(a.data, cfg.fine_tunes)
     result = run(compress(mf, images, labels, cfg, names=names), print_progress)
     io.save(result, out, overwrite=a.overwrite)
+    if a.warm:
+        from .warm import warm_events
+
+        run(warm_events(result, images), print_progress)
     comp = result.meta["compression"]
     before, after = src.stat().st_size, out.stat().st_size
     print(f"saved {out}: {result.kind} ({a.method}), {after / 1e6:.3f} MB = {after / before:.3f}x the input file, "

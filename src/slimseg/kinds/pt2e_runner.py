@@ -42,6 +42,7 @@ class Int8Runner:
                            "(slower than compiled; install g++ or clang for the fastest int8)")
         self.engine = engine
         self._fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._shapes: set[tuple[int, ...]] = set()  # compiled so far
         self._build()
 
     def _note(self, text: str) -> None:
@@ -52,6 +53,7 @@ class Int8Runner:
     def _build(self) -> None:
         self.meta["runtime"] = f"int8 PT2E, {self.engine}"
         if self.engine == "compile":
+            self._shapes = set()
             self._fn = torch.compile(inductor.for_inductor(copy.deepcopy(self.converted)), dynamic=False)
         elif self.engine == "lowered":
             self._fn = inductor.lower_without_compiler(self.converted, self.cin, self.multiple)
@@ -64,9 +66,23 @@ class Int8Runner:
         import torch._dynamo
         import torch._inductor.config
 
+        from . import compile_cache
+
+        shape = tuple(x.shape)
         try:
             with torch._dynamo.config.patch(recompile_limit=_MAX_SHAPES), torch._inductor.config.patch(freezing=True):
-                return self._fn(x)
+                if shape in self._shapes:
+                    return self._fn(x)
+                try:  # a new shape compiles, through slimseg's cache
+                    with compile_cache.compiling():
+                        y = self._fn(x)
+                except Exception:  # noqa: BLE001 - perhaps a bad cache entry: never trust it, rebuild once
+                    compile_cache.set_aside()
+                    self._build()
+                    with compile_cache.compiling():
+                        y = self._fn(x)
+                self._shapes.add(shape)
+                return y
         except Exception as err:  # noqa: BLE001 - a compiler or Inductor failure: fall back, say so
             self._note(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                        "int8 falls back to oneDNN kernels without compilation")

@@ -1,0 +1,106 @@
+"""End to end: the whole ``slimseg predict`` command (subprocess, wall clock) on a folder of images,
+beside the network-only time of the same tiles and the pixels' compute at the float32 matmul rate
+measured in the same run (2048^2 matmul); int8 PT2E first (empty compile cache) and later runs.
+
+    PYTHONPATH=src python benchmarks/e2e.py IMAGES NAME=MODEL ... [--gflop-per-pixel G] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / float(np.median(times)) / 1e9
+
+
+def predict_seconds(model: str, images: str, cache: str) -> float:
+    out = tempfile.mkdtemp(prefix="e2e-out-")
+    env = {**os.environ, "SLIMSEG_CACHE_DIR": cache, "PYTHONPATH": "src"}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "slimseg.cli", "predict", model, images, "--out", out, "--overwrite"],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds
+
+
+def network_seconds(model: str, shapes: list[tuple[int, ...]], cache: str) -> float:
+    os.environ["SLIMSEG_CACHE_DIR"] = cache
+    from slimseg.segmenter import load_segmenter
+
+    seg = load_segmenter(model)
+    with torch.inference_mode():
+        xs = [torch.rand(s) for s in shapes]
+        for x in xs[:3]:
+            seg.model_fn(x)  # compile / warm
+        t = time.perf_counter()
+        for x in xs:
+            seg.model_fn(x)
+        return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("images")
+    ap.add_argument("models", nargs="+", help="NAME=PATH")
+    ap.add_argument("--gflop-per-pixel", type=float, default=17.8 / 512 ** 2, help="float U-Net 16-32-64-128")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    from slimseg.compress.report import machine_info
+    from slimseg.data.folder import list_images
+    from slimseg.data.readers import read
+    from slimseg.predict import batch_shapes
+    from slimseg.segmenter import load_segmenter
+
+    files = list_images(a.images)
+    pixels = sum(int(np.prod(read(f).data.shape[-2:])) for f in files)
+    rows, rates = {}, [matmul_gflops()]
+    for name, path in (m.split("=", 1) for m in a.models):
+        seg = load_segmenter(path)
+        shapes = []
+        for f in files:
+            h, w = read(f).data.shape[-2:]
+            shapes += sorted(batch_shapes(h, w, seg.predict_config, seg.model_config.in_channels,
+                                          seg.model_config.size_multiple))
+        cold = tempfile.mkdtemp(prefix="e2e-cache-")
+        first = predict_seconds(path, a.images, cold)  # empty cache: what compiles, compiles here
+        later = [predict_seconds(path, a.images, cold) for _ in range(a.repeats)]
+        rates.append(matmul_gflops())
+        net = network_seconds(path, shapes, cold)
+        rows[name] = {"kind": seg.kind, "first_run_s": first, "later_runs_s": float(np.median(later)),
+                      "network_s": net}
+        shutil.rmtree(cold, ignore_errors=True)
+    rate = float(np.median(rates))
+    compute = pixels * a.gflop_per_pixel / rate
+    for r in rows.values():
+        r["pixels_compute_s"] = compute if r["kind"] == "float" else compute / 4
+        r["later_over_compute"] = r["later_runs_s"] / r["pixels_compute_s"]
+    result = {"images": len(files), "pixels": pixels, "matmul_gflops": rate, "machine": machine_info(),
+              "note": "2-core machine shared with other jobs while measured", "rows": rows}
+    print(json.dumps(result, indent=1, default=str))
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
