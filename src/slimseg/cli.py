@@ -152,10 +152,9 @@ def _train(images, labels, names, a: argparse.Namespace, stop: threading.Event, 
         raise Stopped(result)
     metrics = None
     val = result.split.get("val", [])
-    if validation_metrics and val:
-        index = {n: i for i, n in enumerate(names)}
-        metrics = _drain(evaluate_events(result.segmenter(), [images[index[n]] for n in val],
-                                         [labels[index[n]] for n in val], names=val), stop, result)
+    if validation_metrics and val:  # the trainer's validation images (regions of a single image, or images)
+        metrics = _drain(evaluate_events(result.segmenter(), [img for img, _ in trainer.val],
+                                         [lab for _, lab in trainer.val], names=val), stop, result)
         metrics.pop("per_image")
     return result, metrics
 

@@ -23,7 +23,7 @@ from .config import ModelConfig, NormConfig, PredictConfig, TrainConfig, to_dict
 from .data.axes import count_channels
 from .data.checks import check_pairs
 from .data.normalize import Normalizer
-from .data.patches import PatchSampler, split_indices, targets_from_labels
+from .data.patches import PatchSampler, split_indices, split_regions, targets_from_labels
 from .device import resolve_device, use_bf16
 from .errors import InputError
 from .events import EpochEnd, Message, run
@@ -103,7 +103,12 @@ class Trainer:
         images, labels = check_pairs(images, labels, self.model_config.in_channels, names)
         names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
         split_seed = config.seed if config.split_seed is None else config.split_seed
-        tr, va = split_indices(len(images), config.val_fraction, split_seed)
+        regions = split_regions(images[0], labels[0], config.val_fraction, names[0]) if len(images) == 1 else None
+        if regions is not None:  # one annotated image: validate on a region of it, train on the rest
+            names, images, labels = regions
+            tr, va = [0], [1]
+        else:
+            tr, va = split_indices(len(images), config.val_fraction, split_seed)
         self.split = {"train": [names[i] for i in tr], "val": [names[i] for i in va]}
         if not any(labels[i].any() for i in tr):
             raise InputError("the training split holds no objects; annotate more images or lower val_fraction")
