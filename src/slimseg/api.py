@@ -86,21 +86,37 @@ def _config(cls: type, base: Any, options: dict[str, Any]) -> Any:
 def train(images: Any, labels: Sequence[np.ndarray] | None = None, *, config: TrainConfig | None = None,
           model: ModelConfig | None = None, names: Sequence[str] | None = None,
           progress: bool | Callable[[Any], None] = False, channels: Sequence[int] | None = None,
-          channel_axis: int | None = None, **options: Any) -> TrainResult:
+          channel_axis: int | None = None, init: Any = None, **options: Any) -> TrainResult:
     """Train a U-Net on ``images`` and their instance ``labels`` (or a DATA folder) and return the result
     (``result.save(path)``, ``result.segmenter()``). ``options`` are :class:`TrainConfig` fields, e.g.
     ``minutes=5, optimizer="rmsprop"``; ``progress=True`` prints progress to stderr. Ctrl-C stops training
     and returns the best model so far. Stacks train as one image per plane; ``channels`` (indices along
-    ``channel_axis``, found from the shapes where not given) are recorded in the model."""
+    ``channel_axis``, found from the shapes where not given) are recorded in the model. ``init`` (a
+    float model file, a built-in name, or a loaded model file) fine-tunes that model instead of training a
+    new one: its architecture and normalisation are kept, and unless set the learning rate is a tenth of
+    the optimizer's own and ``epochs`` is :data:`slimseg.config.FINETUNE_EPOCHS`."""
+    from .config import FINETUNE_EPOCHS
     from .training import Trainer
 
+    start = None
+    if init is not None:
+        from .start import load_start
+
+        start = load_start(init)
+        if config is None and "epochs" not in options:
+            options["epochs"] = FINETUNE_EPOCHS
+        if channels is None:
+            channels = start.model_file.model_config.channels
     chosen = ChannelConfig(tuple(channels) if channels is not None else None, channel_axis)
-    names, images, labels = _data(images, labels, names, "train", chosen)
-    if model is None and chosen.channels is not None:
+    in_channels = start.model_file.model_config.in_channels if start is not None else None
+    names, images, labels = _data(images, labels, names, "train", chosen, in_channels)
+    if start is not None:
+        model = None
+    elif model is None and chosen.channels is not None:
         model = ModelConfig(in_channels=len(chosen.channels), channels=chosen.channels)
     elif model is not None and chosen.channels is not None and model.channels is None:
         model = dataclasses.replace(model, in_channels=len(chosen.channels), channels=chosen.channels)
-    trainer = Trainer(images, labels, _config(TrainConfig, config, options), model, names=names)
+    trainer = Trainer(images, labels, _config(TrainConfig, config, options), model, names=names, init=start)
     try:
         return run(trainer.fit(), _reporter(progress))
     except KeyboardInterrupt:
@@ -109,7 +125,8 @@ def train(images: Any, labels: Sequence[np.ndarray] | None = None, *, config: Tr
 
 
 def load(path: str | Path, engine: str = "auto") -> Segmenter:
-    """Load a slimseg model file (any kind) for prediction: ``load(path).predict(image) -> labels``."""
+    """Load a slimseg model file (any kind), or a built-in model by name (``load("nuclei")``; ``slimseg
+    models`` lists them), for prediction: ``load(path).predict(image) -> labels``."""
     from .segmenter import load_segmenter
 
     return load_segmenter(path, engine=engine)
@@ -124,7 +141,7 @@ def evaluate(model: Segmenter | str | Path, images: Any, labels: Sequence[np.nda
     :class:`PredictConfig` (``tta=True``, ...)."""
     from .evaluation import evaluate_events
 
-    seg = load(model) if isinstance(model, (str, os.PathLike)) else model
+    seg = load(model) if isinstance(model, (str, os.PathLike)) else model  # a file or a built-in name
     chosen = ChannelConfig(tuple(channels) if channels is not None else seg.model_config.channels, channel_axis)
     names, images, labels = _data(images, labels, names, "evaluate", chosen, seg.model_config.in_channels)
     cfg = _config(PredictConfig, seg.predict_config, settings)

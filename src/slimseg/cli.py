@@ -24,6 +24,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 # Defaults a command sets differently from the dataclasses' (every other default is the dataclass's own).
 DEMO_DEFAULTS = {"minutes": 2.5, "epochs": 200}
+MODEL_HELP = "a model file, or a built-in model's name (slimseg models lists them)"
 
 
 def _add_predict_options(p: argparse.ArgumentParser) -> None:
@@ -58,13 +59,32 @@ def _channels(a: argparse.Namespace, recorded: tuple[int, ...] | None = None):
     return cfg if cfg.channels is not None or recorded is None else ChannelConfig(recorded, cfg.channel_axis)
 
 
-def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None,
+                       helps: dict[str, str] | None = None) -> None:
     from .config import TrainConfig
     from .options import add_model_options, add_options
 
     g = p.add_argument_group("training")
-    add_options(g, TrainConfig, defaults=defaults)
+    add_options(g, TrainConfig, defaults=defaults, helps=helps)
     add_model_options(g)
+
+
+def _add_init_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--init", metavar="MODEL", help="fine-tune this float model (a file or a built-in name) instead "
+                   "of training a new U-Net: its architecture and normalisation are kept (--depth and "
+                   "--base-width do not apply), the default learning rate is a tenth of the optimizer's own and "
+                   "the default --epochs is shorter; int8 and sparse models cannot be trained")
+
+
+def _start(a: argparse.Namespace):
+    """The --init model (checked before any data are read), or None; fills in the budget it implies."""
+    from .config import FINETUNE_EPOCHS, TrainConfig
+    from .start import load_start
+
+    start = load_start(a.init) if getattr(a, "init", None) else None
+    if getattr(a, "epochs", 0) is None:  # not given: the default of a fresh or a fine-tuning run
+        a.epochs = FINETUNE_EPOCHS if start is not None else TrainConfig.epochs
+    return start
 
 
 class Stopped(Exception):
@@ -101,7 +121,8 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-def _train(images, labels, names, a: argparse.Namespace, stop: threading.Event, validation_metrics: bool = True):
+def _train(images, labels, names, a: argparse.Namespace, stop: threading.Event, validation_metrics: bool = True,
+           start: Any = None):
     """Train with the CLI options; return (result, metrics on the validation split). Raises
     :class:`Stopped` once ``stop`` is set (or on KeyboardInterrupt)."""
     from . import checkpoint
@@ -113,8 +134,9 @@ def _train(images, labels, names, a: argparse.Namespace, stop: threading.Event, 
     from .training import Trainer
 
     cfg = config_from_args(TrainConfig, a)
-    model_cfg = model_config_from_args(a, count_channels(images, names), channels=getattr(a, "channels", None))
-    trainer = Trainer(images, labels, cfg, model_cfg, names=names)
+    model_cfg = None if start is not None else model_config_from_args(a, count_channels(images, names),
+                                                                      channels=getattr(a, "channels", None))
+    trainer = Trainer(images, labels, cfg, model_cfg, names=names, init=start)
     if getattr(a, "resume", None):
         trainer.restore(checkpoint.load(a.resume))
     target = getattr(a, "checkpoint_target", None)
@@ -130,10 +152,9 @@ def _train(images, labels, names, a: argparse.Namespace, stop: threading.Event, 
         raise Stopped(result)
     metrics = None
     val = result.split.get("val", [])
-    if validation_metrics and val:
-        index = {n: i for i, n in enumerate(names)}
-        metrics = _drain(evaluate_events(result.segmenter(), [images[index[n]] for n in val],
-                                         [labels[index[n]] for n in val], names=val), stop, result)
+    if validation_metrics and val:  # the trainer's validation images (regions of a single image, or images)
+        metrics = _drain(evaluate_events(result.segmenter(), [img for img, _ in trainer.val],
+                                         [lab for _, lab in trainer.val], names=val), stop, result)
         metrics.pop("per_image")
     return result, metrics
 
@@ -191,10 +212,15 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = io.check_writable(a.out, a.overwrite)
     check_can_write(out)
     _checkpoint_options(a, out)
-    names, images, labels = load_folder(a.data, _channels(a))
+    start = _start(a)
+    if start is None:
+        names, images, labels = load_folder(a.data, _channels(a))
+    else:
+        cfg = start.model_file.model_config
+        names, images, labels = load_folder(a.data, _channels(a, cfg.channels), cfg.in_channels)
     with stop_on_signals() as stop:
         try:
-            result, metrics = _train(images, labels, names, a, stop)
+            result, metrics = _train(images, labels, names, a, stop, start=start)
         except Stopped as stopped:
             return _save_stopped(stopped.result, out, a.overwrite)
         io.save(to_model_file(result, {"validation": metrics} if metrics else None), out, overwrite=a.overwrite)
@@ -304,6 +330,22 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if stop.is_set() else 0
 
 
+def cmd_models(a: argparse.Namespace) -> int:
+    from . import models
+
+    rows = models.describe()
+    if not rows:
+        print("no built-in models in this version")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        state = "available" if r["available"] else "not shipped in this version"
+        print(f"{r['name']:<{width}}  {state:<27}  {r['description']}")
+    if not all(r["available"] for r in rows):
+        print(f"\na built-in that is not shipped can be trained with {models.RETRAIN_HINT}", file=sys.stderr)
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import ExportConfig, export_model
     from .export.config import DEFAULT_AUTHOR
@@ -322,7 +364,7 @@ def _add_export_parser(sub) -> None:
     from .export import FORMATS
 
     p = sub.add_parser("export", help="write a model as a bioimage.io package, or its network as ONNX or TorchScript")
-    p.add_argument("model", help="model file (built-in model names are not available yet)")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--format", default="bioimageio", choices=FORMATS)
     p.add_argument("--out", required=True, help="file to write (bioimageio: a .zip package)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -338,6 +380,7 @@ def _add_export_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
+    from .config import FINETUNE_EPOCHS, TrainConfig
 
     parser = argparse.ArgumentParser(prog="slimseg", description="Train, compress, predict and score "
                                      "U-Net segmentation of cells and nuclei.")
@@ -348,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="folder with images/ and labels/ (same file names)")
     p.add_argument("--out", required=True, help="model file to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out (and --checkpoint) if it exists")
-    _add_train_options(p)
+    _add_init_option(p)
+    _add_train_options(p, {"epochs": None}, {"epochs": f"epochs (default {TrainConfig.epochs}; {FINETUNE_EPOCHS} with --init)"})
     _add_channel_options(p)
     g = p.add_argument_group("checkpoints", "Ctrl-C or SIGTERM saves the best model so far to --out and exits "
                              "with 130; a checkpoint also lets a killed run go on where it was.")
@@ -363,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="write one instance-label TIFF per input image (a stack per stack)")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("input", help="an image (TIFF, PNG, zarr) or a folder of images")
     p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
     _add_predict_options(p)
@@ -373,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a model on DATA/images + DATA/labels")
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("data")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--baseline", action="store_true", help="add the Otsu + watershed baseline to the table")
@@ -388,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     _add_train_options(p, DEMO_DEFAULTS)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list the built-in models (names any command taking a model file accepts)")
+    p.set_defaults(func=cmd_models)
 
     _add_export_parser(sub)
     for module in _COMMAND_MODULES:

@@ -144,6 +144,10 @@ class NormConfig:
             raise InputError(f"need 0 <= pmin < pmax <= 100, got pmin={self.pmin}, pmax={self.pmax}")
 
 
+FINETUNE_LR_SCALE = 0.1  # the default learning rate of a fine-tuning run (--init): this times the optimizer's own
+FINETUNE_EPOCHS = 10  # the default epochs of a fine-tuning run (a fresh one trains TrainConfig.epochs)
+
+
 @dataclass
 class TrainConfig:
     optimizer: str = option("rmsprop", "one of: {names}", names="slimseg.optim:OPTIMIZERS")
@@ -242,4 +246,5 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
 
 
 __all__ = ["ModelConfig", "NormConfig", "TrainConfig", "PredictConfig", "ChannelConfig", "to_dict", "from_dict",
-           "option", "literal_choices", "check_choices", "check_channel_indices", "MAX_CHANNELS"]
+           "option", "literal_choices", "check_choices", "check_channel_indices", "MAX_CHANNELS",
+           "FINETUNE_EPOCHS", "FINETUNE_LR_SCALE"]

@@ -104,8 +104,11 @@ def from_model_file(mf: io.ModelFile, source: str = "model", engine: str = "auto
 
 
 def load_segmenter(path: str | Path, engine: str = "auto") -> Segmenter:
-    """Load any slimseg model file (float or compressed) for prediction; ``engine`` as in
-    :func:`from_model_file`."""
+    """Load any slimseg model file (float or compressed), or a built-in model by name
+    (:func:`slimseg.models.resolve_model`), for prediction; ``engine`` as in :func:`from_model_file`."""
+    from .models import resolve_model
+
+    path = resolve_model(path)
     seg = from_model_file(io.load(path), str(path), engine)
     seg.meta.setdefault("path", str(path))
     return seg

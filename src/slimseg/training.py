@@ -23,16 +23,18 @@ from .config import ModelConfig, NormConfig, PredictConfig, TrainConfig, to_dict
 from .data.axes import count_channels
 from .data.checks import check_pairs
 from .data.normalize import Normalizer
-from .data.patches import PatchSampler, split_indices, targets_from_labels
+from .data.patches import PatchSampler, split_indices, split_regions, targets_from_labels
 from .device import resolve_device, use_bf16
 from .errors import InputError
 from .events import EpochEnd, Message, run
 from .losses import parse_loss
 from .metrics import pooled_dice
 from .model import UNet, count_parameters, recalibrate_batchnorm
-from .optim import Plateau, lr_factor, make_optimizer
+from .optim import Plateau, default_lr, lr_factor, make_optimizer
 from .predict import image_probabilities
 from .segmenter import Segmenter
+from .start import FINETUNE_LR_SCALE, StartModel, check_channels
+from .start import describe as describe_start
 from .steps import StepLoop
 from .tune import tune_thresholds
 
@@ -54,6 +56,7 @@ class TrainResult:
     split: dict[str, list[str]] = field(default_factory=dict)
     predict_config: PredictConfig = field(default_factory=PredictConfig)  # thresholds tuned on validation
     tuned_instance_f1: float = float("nan")
+    init: dict[str, Any] | None = None  # the model training started from (StartModel.record), if any
 
     def segmenter(self) -> Segmenter:
         """The trained model, ready to predict with its tuned thresholds."""
@@ -74,16 +77,24 @@ class TrainResult:
             "split": self.split,
             "parameters": count_parameters(self.model),
             "tuned_instance_f1": self.tuned_instance_f1,
+            **({"init": self.init} if self.init is not None else {}),
         }
 
 
 class Trainer:
-    """Train a U-Net on paired images and instance labels (numpy arrays, any sizes)."""
+    """Train a U-Net on paired images and instance labels (numpy arrays, any sizes). With ``init`` (a
+    :class:`~slimseg.start.StartModel`), fine-tune that model: its architecture and normalisation
+    replace ``model_config`` and ``norm``, and ``lr=None`` means a fraction of the optimizer's own."""
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                  config: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
-                 norm: NormConfig = NormConfig(), names: Sequence[str] | None = None) -> None:
+                 norm: NormConfig = NormConfig(), names: Sequence[str] | None = None,
+                 init: StartModel | None = None) -> None:
         self.config = config
+        if init is not None:
+            check_channels(init, count_channels(images, names))
+            model_config, norm = init.model_file.model_config, init.model_file.norm
+        self.init = init
         self.norm = norm
         in_ch = model_config.in_channels if model_config else count_channels(images, names)
         self.model_config = model_config or ModelConfig(in_channels=in_ch)
@@ -92,7 +103,12 @@ class Trainer:
         images, labels = check_pairs(images, labels, self.model_config.in_channels, names)
         names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
         split_seed = config.seed if config.split_seed is None else config.split_seed
-        tr, va = split_indices(len(images), config.val_fraction, split_seed)
+        regions = split_regions(images[0], labels[0], config.val_fraction, names[0]) if len(images) == 1 else None
+        if regions is not None:  # one annotated image: validate on a region of it, train on the rest
+            names, images, labels = regions
+            tr, va = [0], [1]
+        else:
+            tr, va = split_indices(len(images), config.val_fraction, split_seed)
         self.split = {"train": [names[i] for i in tr], "val": [names[i] for i in va]}
         if not any(labels[i].any() for i in tr):
             raise InputError("the training split holds no objects; annotate more images or lower val_fraction")
@@ -103,11 +119,16 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.bf16 = use_bf16(config.bf16, self.device)
         torch.manual_seed(config.seed)
-        self.model = UNet(self.model_config).to(self.device)
+        self.model = UNet(self.model_config)
+        if init is not None:
+            self.model.load_state_dict(init.model_file.state_dict())
+        self.model = self.model.to(self.device)
+        self.lr = config.lr if config.lr is not None or init is None else default_lr(config.optimizer) * FINETUNE_LR_SCALE
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._result = TrainResult(self.model, self.model_config, norm, config, split=self.split)
+        self._result = TrainResult(self.model, self.model_config, norm, config, split=self.split,
+                                   init=init.record() if init is not None else None)
         self.data_fingerprint = ckpt_file.fingerprint(names, images, labels)
         self._resume: ckpt_file.Checkpoint | None = None
         self._stale, self._best_score = 0, -math.inf  # epochs without a better score, and the best score
@@ -126,12 +147,17 @@ class Trainer:
         if checkpoint_every < 1:
             raise InputError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
         steps_per_epoch = cfg.steps_per_epoch()
-        opt = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
+        opt = make_optimizer(cfg.optimizer, self.model.parameters(), self.lr, cfg.weight_decay)
         plateau = Plateau() if cfg.schedule == "plateau" else None
         yield Message(
             f"training on {self.device.type}{' with bf16 autocast' if self.bf16 else ''}: "
             f"{len(self.split['train'])} train / {len(self.split['val'])} validation images, "
             f"{count_parameters(self.model):,} parameters, {cfg.optimizer} + {self.loss_fn}")
+        if self.init is not None and self._resume is None:
+            start_dice = self._validate(BN_BATCHES_EPOCH) if self.val else float("nan")
+            self._result.init = {**(self._result.init or {}), "val_dice_before": start_dice}
+            yield Message(f"{describe_start(self.init)}, learning rate {opt.param_groups[0]['lr']:.2g}"
+                          + (f"; validation Dice before fine-tuning {start_dice:.4f}" if self.val else ""))
         loop = StepLoop(self.model, self.sampler, self.loss_fn, opt, cfg.batch_size,
                         lambda p: lr_factor(cfg.schedule, p) * (plateau.scale if plateau else 1.0),
                         total_steps=steps_per_epoch * cfg.epochs,

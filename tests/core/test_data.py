@@ -111,3 +111,34 @@ def test_tiling():
     assert starts[-1] == 1000 - 256 and all(b - a <= 256 - 32 for a, b in zip(starts, starts[1:]))
     w = blend_window(8, 6, 2)
     assert w.shape == (8, 6) and w.min() > 0 and w[4, 3] == 1.0 and w[0, 0] < w[1, 1]
+
+
+def test_a_single_image_splits_into_train_and_validation_regions():
+    from slimseg.data.patches import split_regions
+
+    img, lab = np.arange(200 * 60, dtype=np.float32).reshape(200, 60), np.zeros((200, 60), np.uint16)
+    lab[170:190, 10:30] = 3
+    names, images, labels = split_regions(img, lab, 0.2, "one")
+    assert names == ["one [rows 0-160]", "one [rows 160-200]"]
+    assert [i.shape for i in images] == [(160, 60), (40, 60)]
+    assert np.array_equal(np.concatenate(images), img) and np.array_equal(np.concatenate(labels), lab)
+    assert split_regions(img, lab, 0.0) is None
+    assert split_regions(img[:100], lab[:100], 0.2) is None  # a region would be too narrow to validate on
+    names, images, _ = split_regions(img.T, lab.T, 0.5)
+    assert names[1] == "image [columns 100-200]" and images[1].shape == (60, 100)
+
+
+def test_training_on_one_image_validates_on_a_region_of_it():
+    from _synthetic import make_disks
+
+    from slimseg.config import ModelConfig, TrainConfig
+    from slimseg.training import Trainer
+
+    images, labels = make_disks(n_images=1, size=200, n_disks=12)
+    trainer = Trainer(images, labels, TrainConfig(epochs=1, patch_size=32, patches_per_epoch=4, batch_size=4,
+                                                  device="cpu", bf16="off"), ModelConfig.from_depth(2, 4))
+    assert trainer.split == {"train": ["image 0 [rows 0-160]"], "val": ["image 0 [rows 160-200]"]}
+    assert [img.shape for img, _ in trainer.val] == [(40, 200)] and trainer.sampler.images[0].shape[-2] == 160
+    from slimseg.events import run
+
+    assert not np.isnan(run(trainer.fit()).history[0]["val_dice"])  # validation ran

@@ -34,6 +34,7 @@ def train(viewer):
 
 
 def test_train_without_layers(qtbot, viewer, train, notes):
+    set_form(train, image_layers=[], label_layers=[])  # the one image/labels pair is preselected: unselect it
     click(qtbot, train.start_button)
     assert "choose an Image layer and its Labels layer" in messages(notes, "error")
     assert train.job is None and train.start_button.enabled

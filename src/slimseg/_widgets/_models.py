@@ -1,4 +1,5 @@
-"""Choosing models in a widget: this session's models (trained or compressed here) or model files."""
+"""Choosing models in a widget: this session's models (trained or compressed here), the built-in models
+(:mod:`slimseg.models`), or model files."""
 
 from __future__ import annotations
 
@@ -12,6 +13,25 @@ from ..errors import InputError
 from ._session import session_models
 
 FROM_FILE = "from file..."
+BUILTIN = "built-in: "  # the prefix of a built-in model's entry in a model list
+
+
+def builtin_choices() -> list[str]:
+    """One entry per built-in model (listed whether or not shipped: choosing one that is not says so)."""
+    from .. import models
+
+    return [BUILTIN + name for name in models.names()]
+
+
+def is_builtin(choice: Any) -> bool:
+    return isinstance(choice, str) and choice.startswith(BUILTIN)
+
+
+def load_builtin(choice: str) -> io.ModelFile:
+    """The model file of a built-in entry; InputError where it is not shipped in this version."""
+    from ..models import resolve_model
+
+    return io.load(resolve_model(choice[len(BUILTIN):]))
 FILTER = f"slimseg models (*{io.SUFFIX});;all files (*)"
 
 
@@ -51,11 +71,17 @@ class ModelPicker(Container):
 
     def __init__(self, viewer: Any, label: str = "model") -> None:
         self.store = session_models(viewer)
-        self.choice = ComboBox(label=label, choices=lambda _w: [*self.store.names(), FROM_FILE],
-                               tooltip="a model trained or compressed in this session, or a model file")
+        self.choice = ComboBox(label=label, choices=lambda _w: [*self.store.names(), *builtin_choices(), FROM_FILE],
+                               tooltip="a model trained or compressed in this session, a built-in model, or a "
+                                       "model file")
         self.file = FileEdit(label="model file", mode="r", filter=FILTER)
         super().__init__(widgets=[self.choice, self.file], labels=True)
         self.margins = (0, 0, 0, 0)
+        if not len(self.store):  # a shipped built-in where there is one; else the file field (not a dead entry)
+            from .. import models
+
+            shipped = models.available_names()
+            self.choice.value = BUILTIN + shipped[0] if shipped else FROM_FILE
         self.choice.changed.connect(self._show_file)
         self.store.changed.connect(self._models_changed)
         self._show_file()
@@ -65,13 +91,16 @@ class ModelPicker(Container):
 
     def _models_changed(self) -> None:
         self.choice.reset_choices()
-        if self.choice.value == FROM_FILE and not _is_set(self.file.value) and len(self.store):
+        unset = self.choice.value == FROM_FILE and not _is_set(self.file.value)
+        if (unset or is_builtin(self.choice.value)) and len(self.store):
             self.choice.value = self.store.names()[-1]  # the newest model, rather than an empty file field
 
     def selected(self) -> tuple[str, io.ModelFile]:
         """(name, model file content); raises InputError with the fix for a missing or bad file."""
         if self.choice.value == FROM_FILE or self.choice.value is None:
             return Path(str(self.file.value)).name, load_file(self.file.value)
+        if is_builtin(self.choice.value):
+            return self.choice.value[len(BUILTIN):], load_builtin(self.choice.value)
         return self.choice.value, self.store.get(self.choice.value)
 
 
@@ -80,8 +109,9 @@ class ModelsPicker(Container):
 
     def __init__(self, viewer: Any) -> None:
         self.store = session_models(viewer)
-        self.session = Select(label="session models", choices=lambda _w: self.store.names(),
-                              tooltip="models trained or compressed in this session (Ctrl-click for several)")
+        self.session = Select(label="session models", choices=lambda _w: [*self.store.names(), *builtin_choices()],
+                              tooltip="models trained or compressed in this session, and the built-in models "
+                                      "(Ctrl-click for several)")
         self.files = FileEdit(label="model files", mode="rm", filter=FILTER)
         super().__init__(widgets=[self.session, self.files], labels=True)
         self.margins = (0, 0, 0, 0)
@@ -91,10 +121,11 @@ class ModelsPicker(Container):
     def _models_changed(self) -> None:
         chosen = list(self.session.value)
         self.session.reset_choices()
-        self.session.value = [n for n in chosen if n in self.store.names()]
+        self.session.value = [n for n in chosen if n in self.store.names() or is_builtin(n)]
 
     def selected(self) -> list[tuple[str, io.ModelFile]]:
-        out = [(name, self.store.get(name)) for name in self.session.value]
+        out = [(name[len(BUILTIN):], load_builtin(name)) if is_builtin(name) else (name, self.store.get(name))
+               for name in self.session.value]
         files = self.files.value or ()
         for path in ([files] if isinstance(files, (str, Path)) else files):
             if _is_set(path):

@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..events import EpochEnd, Message, StepEnd
 from ..data.axes import count_channels
 from ._layers import CHANNEL_AXES, channels_of, layer_choices, training_pairs
-from ._models import FILTER, save_model
+from ._models import BUILTIN, FILTER, FROM_FILE, builtin_choices, is_builtin, load_builtin, load_file, save_model
 from ._session import session_models
 from ._style import MAX_WIDTH
 from ._worker import Job, JobHost, notify_error, on_close, until_stopped
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import napari
 
 LOSS_PRESETS = ("bce+jaccard", "bce+dice", "0.5*bce+dice", "focal+dice", "bce+tversky")
+NEW_MODEL = "new U-Net"
 
 
 def _warm_up() -> None:
@@ -79,6 +80,15 @@ class TrainWidget(JobHost, Container):
         self.label_layers = Select(label="labels", choices=layer_choices(viewer, "Labels"),
                              tooltip="the matching Labels layers (ground truth), paired in layer-list order")
         self.pairs = Label(value="")
+        self.store = session_models(viewer)
+        self.start_from = ComboBox(label="start from",
+                                   choices=lambda _w: [NEW_MODEL, *self.store.names(), *builtin_choices(), FROM_FILE],
+                                   tooltip="train a new U-Net, or fine-tune a float model (of this session, "
+                                           "built in, or from a file): its architecture is kept, and an "
+                                           "untouched learning rate becomes a tenth of the optimizer's own")
+        self.start_file = FileEdit(label="start model file", mode="r", filter=FILTER, visible=False)
+        self.start_from.changed.connect(lambda v: setattr(self.start_file, "visible", v == FROM_FILE))
+        self.store.changed.connect(self._models_changed)
         self.as_channels = CheckBox(text="the image layers are channels of one image", value=False,
                                     tooltip="e.g. nuclei + membrane layers of one image, with one Labels layer")
         self.channel_axis = ComboBox(label="channel axis", choices=CHANNEL_AXES, value=None,
@@ -114,7 +124,8 @@ class TrainWidget(JobHost, Container):
         buttons = Container(widgets=[self.start_button, self.stop_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
         super().__init__(widgets=[
-            self.image_layers, self.label_layers, self.pairs, self.as_channels, self.channel_axis, self.optimizer,
+            self.image_layers, self.label_layers, self.pairs, self.as_channels, self.channel_axis, self.start_from,
+            self.start_file, self.optimizer,
             self.lr, self.loss_preset, self.loss,
             self.epochs, self.minutes, self.batch, self.patch, self.patches_per_epoch, self.val_fraction,
             self.seed, self.depth, self.base_width, buttons, self.progress, self.status])
@@ -138,6 +149,20 @@ class TrainWidget(JobHost, Container):
         self.save_button.changed.connect(self.save)
         on_close(self.native, self._on_close)
         self._lr_default_text = self.lr.value
+        self._preselect_pair()
+
+    def _models_changed(self) -> None:
+        if not self.closed:
+            try:
+                self.start_from.reset_choices()
+            except RuntimeError:  # the panel's Qt widgets are gone
+                pass
+
+    def _preselect_pair(self) -> None:
+        """Select the one Image and the one Labels layer when the viewer holds exactly those, of one shape."""
+        images, labels = self.image_layers.choices, self.label_layers.choices
+        if len(images) == 1 and len(labels) == 1 and images[0].data.shape[-2:] == labels[0].data.shape[-2:]:
+            self.image_layers.value, self.label_layers.value = [images[0]], [labels[0]]
 
     # -- form ---------------------------------------------------------------------------------------
     def _show_pairs(self, *_: Any) -> None:
@@ -168,6 +193,19 @@ class TrainWidget(JobHost, Container):
         in_ch = channels_of(self.image_layers.value)
         return cfg, ModelConfig.from_depth(self.depth.value, self.base_width.value, in_channels=in_ch)
 
+    def start_model(self):
+        """The :class:`~slimseg.start.StartModel` chosen under 'start from', or None for a new U-Net."""
+        from ..start import load_start
+
+        choice = self.start_from.value
+        if choice in (None, NEW_MODEL):
+            return None
+        if choice == FROM_FILE:
+            return load_start(load_file(self.start_file.value), Path(str(self.start_file.value)).name)
+        if is_builtin(choice):
+            return load_start(load_builtin(choice), choice[len(BUILTIN):])
+        return load_start(self.store.get(choice), choice)
+
     # -- running ------------------------------------------------------------------------------------
     def start(self, *_: Any) -> Job | None:
         """Check the form and start training; every problem becomes a notification."""
@@ -175,6 +213,9 @@ class TrainWidget(JobHost, Container):
             if self.running:
                 raise InputError("training is already running; press Stop first (the best model is kept)")
             cfg, model_cfg = self.configs()
+            start = self.start_model()
+            if start is not None and self.lr.value.strip() == self._lr_default_text:
+                cfg = dataclasses.replace(cfg, lr=None)  # untouched: the fine-tuning default
             names, images, labels = training_pairs(self.image_layers.value, self.label_layers.value,
                                                    self.channel_axis.value, self.as_channels.value)
             model_cfg = dataclasses.replace(model_cfg, in_channels=count_channels(images, names))
@@ -191,7 +232,7 @@ class TrainWidget(JobHost, Container):
             from ..training import Trainer
 
             yield Message(f"preparing {len(images)} image(s) ...")
-            trainer = Trainer(images, labels, cfg, model_cfg, names=names)
+            trainer = Trainer(images, labels, cfg, None if start else model_cfg, names=names, init=start)
 
             def stopped():
                 result = trainer.result()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..kinds import ENGINES
+from ..models import resolve_model
 
 
 def add_commands(sub) -> None:
@@ -18,7 +19,7 @@ def add_commands(sub) -> None:
                        description="Compress a float model. DATA (images/ + labels/) gives the calibration "
                        "images and, for qat and pruning, the fine-tuning data; images of the model's "
                        "validation split are left out. The output loads with slimseg predict/evaluate.")
-    p.add_argument("model", help="float model file (from slimseg train)")
+    p.add_argument("model", help="float model file (from slimseg train) or built-in model name (slimseg models)")
     p.add_argument("--data", required=True, help="folder with images/ and labels/ (ptq: images/ alone will do)")
     p.add_argument("--out", required=True, help="model file to write")
     add_options(p, CompressConfig, required=("method",))
@@ -31,7 +32,7 @@ def add_commands(sub) -> None:
                        description="Measure models in one process, interleaved: file size, parameters, median "
                        "model-call time on 512x512 tiles (batch 1 and 8), speed-up and metric change vs the first "
                        "model, and the CPU flags int8 speed depends on.")
-    p.add_argument("models", nargs="+", help="model files; the first is the reference")
+    p.add_argument("models", nargs="+", help="model files or built-in model names; the first is the reference")
     p.add_argument("--data", required=True, help="folder with images/ and labels/")
     p.add_argument("--images", default="val", choices=["val", "all"],
                    help="score on the first model's validation split (default, where the file records one) "
@@ -66,7 +67,7 @@ def cmd_compress(a: argparse.Namespace) -> int:
     from . import CompressConfig, compress
 
     out = io.check_writable(a.out, a.overwrite)
-    src = Path(a.model)
+    src = resolve_model(a.model)
     if out.exists() and src.exists() and out.resolve() == src.resolve():
         raise InputError("--out names the input model; the input model file is never replaced, choose another name")
     cfg = config_from_args(CompressConfig, a)
@@ -101,7 +102,7 @@ def cmd_benchmark(a: argparse.Namespace) -> int:
         torch.set_num_threads(a.threads)
     names, images, labels = load_folder(a.data)
     if a.images == "val":
-        val = set((io.load(a.models[0]).meta.get("training") or {}).get("split", {}).get("val", []))
+        val = set((io.load(resolve_model(a.models[0])).meta.get("training") or {}).get("split", {}).get("val", []))
         keep = [i for i, n in enumerate(names) if n in val]
         if keep:
             names, images, labels = [names[i] for i in keep], [images[i] for i in keep], [labels[i] for i in keep]

@@ -63,7 +63,9 @@ def _entry(item: Any, index: int, engine: str) -> tuple[str, Segmenter, io.Model
     if isinstance(item, tuple) and len(item) == 2:
         name, item = item
     if isinstance(item, (str, Path)):
-        path = Path(item)
+        from ..models import resolve_model
+
+        path = resolve_model(item)
         mf = io.load(path)
         seg = from_model_file(mf, str(path), engine)
         seg.meta.setdefault("path", str(path))

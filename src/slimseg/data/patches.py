@@ -41,6 +41,29 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
+MIN_REGION = 32  # the narrowest region a single image is split into (pixels)
+
+
+def split_regions(image: np.ndarray, labels: np.ndarray, val_fraction: float, name: str = "image"
+                  ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]] | None:
+    """A single annotated image cut across its longer side into a training region (first) and a
+    validation region (the last ``val_fraction`` of it, second), as (names, images, labels); None where
+    ``val_fraction`` is 0 or a region would be narrower than :data:`MIN_REGION` pixels."""
+    axis = 0 if image.shape[0] >= image.shape[1] else 1
+    length = image.shape[axis]
+    cut = length - int(round(length * val_fraction))
+    if val_fraction <= 0 or cut < MIN_REGION or length - cut < MIN_REGION:
+        return None
+    side = "rows" if axis == 0 else "columns"
+    names, images, label_parts = [], [], []
+    for lo, hi in ((0, cut), (cut, length)):
+        index = (slice(lo, hi), slice(None)) if axis == 0 else (slice(None), slice(lo, hi))
+        names.append(f"{name} [{side} {lo}-{hi}]")
+        images.append(np.ascontiguousarray(image[index]))
+        label_parts.append(np.ascontiguousarray(labels[index]))
+    return names, images, label_parts
+
+
 class PatchSampler:
     """Random (patch, target) batches from normalised images, with optional augmentation:
     the 8 flips/rotations and a random intensity scale and shift. Images smaller than the

@@ -17,13 +17,16 @@ __all__ = ["FORMATS", "ExportConfig", "export_model"]
 
 def export_model(model: str | Path, out: str | Path, cfg: ExportConfig | None = None,
                  overwrite: bool = False) -> Path:
-    """Write ``model`` (a model file) to ``out`` as ``cfg.format``; never replaces ``out`` unless ``overwrite``."""
+    """Write ``model`` (a model file or built-in name) to ``out`` as ``cfg.format``; never replaces ``out``
+    unless ``overwrite``."""
     from .. import io
     from ..files import atomic_path
+    from ..models import resolve_model
     from .networks import open_source, write_network
 
     cfg = cfg or ExportConfig()
     out = io.check_writable(out, overwrite)
+    model = resolve_model(model)
     source = open_source(model)
     if cfg.format == "bioimageio":
         from .bioimageio import write_bioimageio
