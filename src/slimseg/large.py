@@ -93,14 +93,25 @@ def open_lazy(path: str | Path):
 
 
 def image_pixels(path: str | Path) -> int:
-    """Y * X of an image without reading its pixels (0 where that cannot be told)."""
+    """Y * X of a TIFF or zarr image without reading its pixels (0 for other formats, or where that
+    cannot be told)."""
+    from .data.readers import TIFF_SUFFIXES, is_zarr
+
+    path = Path(path)
     try:
-        img = open_lazy(path)
-    except InputError:
+        if is_zarr(path):
+            img = open_lazy(path)
+            shape, axes = tuple(img.data.shape), img.axes or ""
+        elif path.is_file() and path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape, axes = tuple(tif.series[0].shape), tif.series[0].axes
+        else:
+            return 0
+    except Exception:  # noqa: BLE001 - unreadable: the reader says why later
         return 0
-    shape = tuple(img.data.shape)
-    axes = img.axes or ""
-    if "Y" in axes and "X" in axes:
+    if "Y" in axes and "X" in axes and len(axes) == len(shape):
         return int(shape[axes.index("Y")] * shape[axes.index("X")])
     return int(np.prod(sorted(shape)[-2:])) if len(shape) >= 2 else 0
 
@@ -108,9 +119,9 @@ def image_pixels(path: str | Path) -> int:
 def fit_normalizer(data: Any, cfg: NormConfig, window: int = 256) -> Normalizer:
     """Percentiles of a large (H, W[, C]) array from a grid of windows, read one at a time."""
     H, W = data.shape[:2]
-    n = max(1, int(np.ceil(np.sqrt(_NORM_WINDOWS))))
-    ys = np.unique(np.linspace(0, max(0, H - window), n).astype(int))
-    xs = np.unique(np.linspace(0, max(0, W - window), n).astype(int))
+    n = max(1, int(np.ceil(np.sqrt(_NORM_WINDOWS))))  # per axis; fewer where they would overlap
+    ys = np.unique(np.linspace(0, max(0, H - window), min(n, -(-H // window))).astype(int))
+    xs = np.unique(np.linspace(0, max(0, W - window), min(n, -(-W // window))).astype(int))
     sample = np.concatenate([np.asarray(data[y:y + window, x:x + window]).reshape(-1, *data.shape[2:])
                              for y in ys for x in xs])
     return Normalizer.fit(sample[:, None] if sample.ndim == 1 else sample[:, None, :], cfg)
@@ -256,7 +267,7 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
                     waiting[(res.index, b)] = reach
             for a in [a for (a, b) in waiting if b == res.index]:
                 match(a, res.index, waiting.pop((a, res.index)))
-            yield Progress("blocks", done, len(grid))
+            yield Progress("blocks", done, len(grid), f"block {done} of {len(grid)}")
         # global ids: each block's ids after the previous blocks'; seam pairs joined (union-find)
         offsets, total = {}, 0
         for idx in grid:
@@ -308,7 +319,7 @@ def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = 
                          f"{std.plane_shape}; give one plane (e.g. a zarr array of it)")
     cfg = cfg or seg.predict_config
     data = std.data
-    normalizer = fit_normalizer(data, seg.norm)
+    normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
     grid = block_grid(tuple(data.shape[:2]), lcfg.block)
 
     def predict_fn(region: np.ndarray):
