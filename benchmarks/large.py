@@ -111,9 +111,9 @@ def compare(model: str, mosaic: Path, labels_path: Path, placed, block: int) -> 
             ys, xs = np.nonzero(ref == i)
             crosses = (ys + y).min() // block != (ys + y).max() // block or (xs + x).min() // block != (xs + x).max() // block
             n_ref += 1
-            n_split += cut
-            n_cross += crosses
-            n_cross_split += cut and crosses
+            n_split += int(cut)
+            n_cross += int(crosses)
+            n_cross_split += int(cut and crosses)
         agree = np.where(ref > 0, mapped[ref] == got, got == 0)
         equal += int(agree.sum())
         total += agree.size
