@@ -243,11 +243,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .options import values_from_args
     from .segmenter import load_segmenter
 
-    seg = load_segmenter(a.model, a.int8_engine)
     files = list_images(a.input)
     out_dir = Path(a.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} is a file; --out takes a folder")
+    if a.workers or a.scheduler or a.resume or a.out_format != "auto" or _any_large(files):
+        return _predict_distributed(a, files, out_dir)
+    seg = load_segmenter(a.model, a.int8_engine)
     targets = [out_dir / (image_stem(f) + ".tif") for f in files]
     clash = [t for t in targets if t.exists()]
     if clash and not a.overwrite:
@@ -265,6 +267,39 @@ def cmd_predict(a: argparse.Namespace) -> int:
                              metadata={"axes": job.stack.plane_axes + "YX"})
         print(f"[{i + 1}/{len(files)}] {f.name}: {int(len(np.unique(labels)) - 1)} objects -> {t}",
               file=sys.stderr, flush=True)
+    return 0
+
+
+def _any_large(files) -> bool:
+    from .large import TIFF_MAX_PIXELS, image_pixels
+
+    return any(image_pixels(f) > TIFF_MAX_PIXELS for f in files)
+
+
+def _predict_distributed(a: argparse.Namespace, files, out_dir: Path) -> int:
+    """OME-Zarr output, large images, --workers / --scheduler, --resume: slimseg.distributed."""
+    from .config import PredictConfig
+    from .distributed import plan, predict_jobs
+    from .events import print_progress, run
+    from .large import LargeConfig
+    from .options import values_from_args
+    from .segmenter import load_segmenter
+
+    jobs, skipped = plan(files, out_dir, a.out_format, a.overwrite, a.resume)
+    if skipped:
+        print(f"{len(skipped)} outputs exist already: skipped", file=sys.stderr)
+    lcfg = LargeConfig(block=a.block, margin=a.margin)
+    seg = load_segmenter(a.model, a.int8_engine)
+    cfg = seg.settings(**values_from_args(PredictConfig, a))
+    model = a.model if (a.workers or a.scheduler) else seg
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = run(predict_jobs(model, jobs, cfg, _channels(a), lcfg, a.int8_engine, a.workers, a.scheduler),
+                  print_progress)
+    failed = [r for r in results if r.get("error")]
+    if failed:
+        print(f"{len(failed)} of {len(results)} images failed (nothing of them was written); run the same command "
+              "with --resume to redo them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -414,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_channel_options(p)
     _add_engine_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    p.add_argument("--resume", action="store_true", help="skip the outputs that exist (they are written only "
+                   "when complete)")
+    p.add_argument("--out-format", default="auto", choices=("auto", "tif", "zarr"),
+                   help="label TIFF, or a chunked OME-Zarr label store predicted block by block (for images "
+                        "larger than memory); auto: zarr for images too large for a TIFF in memory")
+    p.add_argument("--block", type=int, default=2048, help="OME-Zarr output: block (chunk) side in pixels")
+    p.add_argument("--margin", type=int, default=128, help="OME-Zarr output: context around each block, more "
+                   "than an object's diameter")
+    p.add_argument("--workers", type=int, default=None, help="predict over a local Dask cluster of N worker "
+                   "processes (images, and the blocks of large images)")
+    p.add_argument("--scheduler", default=None, help="predict on an existing Dask scheduler (tcp://host:8786), "
+                   "e.g. one started with dask-jobqueue on SLURM (docs/data.md)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a model on DATA/images + DATA/labels")

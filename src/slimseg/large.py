@@ -1,0 +1,349 @@
+"""Images larger than memory: block-wise prediction from a lazy array into a chunked OME-Zarr label store.
+
+The image is cut into square blocks (the store's chunks). Each block is read with a context margin
+and segmented whole by the ordinary tiled prediction; only its core is written, with block-local ids.
+Objects cut by a block border appear on both sides: where a block's labels reach into a neighbour's
+core (its margin) they are matched against the neighbour's own labels there, and pairs overlapping
+with IoU >= ``merge_iou`` are one object. A second pass writes global, consecutive ids. Memory is one
+block (plus margin) per block in flight and the margins waiting for a neighbour, never the image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import secrets
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import NormConfig, PredictConfig
+from .data.normalize import Normalizer
+from .errors import InputError
+from .events import Progress, run
+
+# labels larger than this many pixels go to an OME-Zarr store without being asked (4 GiB of uint32)
+TIFF_MAX_PIXELS = 1 << 30
+_NORM_WINDOWS = 64  # windows read to fit the percentiles of a large image
+
+
+@dataclass(frozen=True)
+class LargeConfig:
+    block: int = 2048  # core side of a block = the label store's chunk side
+    margin: int = 128  # context read around each block: more than an object's diameter
+    merge_iou: float = 0.5  # objects of two blocks overlapping this much on a seam are one object
+
+    def __post_init__(self) -> None:
+        if self.block < 64 or self.margin < 0 or self.margin > self.block:
+            raise InputError(f"need block >= 64 and 0 <= margin <= block, got {self.block}, {self.margin}")
+        if not 0 < self.merge_iou <= 1:
+            raise InputError(f"merge_iou must lie in (0, 1], got {self.merge_iou}")
+
+
+Box = tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+def block_grid(shape: tuple[int, int], block: int) -> dict[tuple[int, int], Box]:
+    """The cores of the blocks of an (H, W) image by grid index, row-major."""
+    H, W = shape
+    return {(i, j): (y, min(y + block, H), x, min(x + block, W))
+            for i, y in enumerate(range(0, H, block)) for j, x in enumerate(range(0, W, block))}
+
+
+def _grow(box: Box, m: int, shape: tuple[int, int]) -> Box:
+    y0, y1, x0, x1 = box
+    return max(0, y0 - m), min(shape[0], y1 + m), max(0, x0 - m), min(shape[1], x1 + m)
+
+
+def _meet(a: Box, b: Box) -> Box | None:
+    y0, y1, x0, x1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+    return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
+
+
+_FORWARD = ((0, 1), (1, -1), (1, 0), (1, 1))  # each pair of neighbouring blocks is matched once
+
+
+# ---- lazy input ---------------------------------------------------------------------------------------
+
+def open_lazy(path: str | Path):
+    """An image as a lazy array with its axes: zarr and OME-Zarr as :func:`~slimseg.data.readers.read`
+    opens them, TIFF through tifffile's zarr interface (read by chunks or strips, never whole)."""
+    from .data.readers import TIFF_SUFFIXES, ImageData, _known_letters, is_zarr, read
+
+    path = Path(path)
+    if is_zarr(path) or path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return read(path)
+    import tifffile
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            axes = tif.series[0].axes
+        store = tifffile.imread(path, aszarr=True, series=0, level=0)
+        data = zarr.open(store, mode="r")
+    except Exception:  # noqa: BLE001 - a TIFF tifffile cannot read lazily: the reader reads it or says why
+        return read(path)
+    if not hasattr(data, "shape"):  # a pyramid: level 0 is the full resolution
+        data = data["0"]
+    return ImageData(data, _known_letters(axes), str(path))
+
+
+def image_pixels(path: str | Path) -> int:
+    """Y * X of a TIFF or zarr image without reading its pixels (0 for other formats, or where that
+    cannot be told)."""
+    from .data.readers import TIFF_SUFFIXES, is_zarr
+
+    path = Path(path)
+    try:
+        if is_zarr(path):
+            img = open_lazy(path)
+            shape, axes = tuple(img.data.shape), img.axes or ""
+        elif path.is_file() and path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape, axes = tuple(tif.series[0].shape), tif.series[0].axes
+        else:
+            return 0
+    except Exception:  # noqa: BLE001 - unreadable: the reader says why later
+        return 0
+    if "Y" in axes and "X" in axes and len(axes) == len(shape):
+        return int(shape[axes.index("Y")] * shape[axes.index("X")])
+    return int(np.prod(sorted(shape)[-2:])) if len(shape) >= 2 else 0
+
+
+def fit_normalizer(data: Any, cfg: NormConfig, window: int = 256) -> Normalizer:
+    """Percentiles of a large (H, W[, C]) array from a grid of windows, read one at a time."""
+    H, W = data.shape[:2]
+    n = max(1, int(np.ceil(np.sqrt(_NORM_WINDOWS))))  # per axis; fewer where they would overlap
+    ys = np.unique(np.linspace(0, max(0, H - window), min(n, -(-H // window))).astype(int))
+    xs = np.unique(np.linspace(0, max(0, W - window), min(n, -(-W // window))).astype(int))
+    sample = np.concatenate([np.asarray(data[y:y + window, x:x + window]).reshape(-1, *data.shape[2:])
+                             for y in ys for x in xs])
+    return Normalizer.fit(sample[:, None] if sample.ndim == 1 else sample[:, None, :], cfg)
+
+
+# ---- one block ----------------------------------------------------------------------------------------
+
+@dataclass
+class BlockResult:
+    index: tuple[int, int]
+    core: np.ndarray  # uint32 block-local ids of the core
+    n: int  # largest local id
+    reach: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # labels in a neighbour's core
+
+
+def segment_block(predict_fn: Callable[[np.ndarray], Generator[Any, None, Any]], data: Any,
+                  grid: dict[tuple[int, int], Box], index: tuple[int, int], margin: int) -> BlockResult:
+    """Segment one block with its margin; keep the core, and the labels reaching into the forward
+    neighbours' cores for matching there (only ids that are also in the core)."""
+    shape = tuple(data.shape[:2])
+    core = grid[index]
+    region = _grow(core, margin, shape)
+    labels = run(predict_fn(np.asarray(data[region[0]:region[1], region[2]:region[3]]))).labels
+    labels = labels.astype(np.uint32, copy=False)
+    cy, cx = core[0] - region[0], core[2] - region[2]
+    mine = np.ascontiguousarray(labels[cy:cy + core[1] - core[0], cx:cx + core[3] - core[2]])
+    ids, local = np.unique(mine, return_inverse=True)  # consecutive ids 1..n in the core
+    keep = ids[ids > 0]
+    lut = np.zeros(int(labels.max(initial=0)) + 1, np.uint32)
+    lut[keep] = np.arange(1, len(keep) + 1, dtype=np.uint32)
+    if ids[0] != 0:
+        local = local + 1
+    out = BlockResult(index, local.reshape(mine.shape).astype(np.uint32), len(keep))
+    for di, dj in _FORWARD:
+        other = grid.get((index[0] + di, index[1] + dj))
+        box = _meet(region, other) if other else None
+        if box is not None:
+            sub = labels[box[0] - region[0]:box[1] - region[0], box[2] - region[2]:box[3] - region[2]]
+            out.reach[(index[0] + di, index[1] + dj)] = lut[sub]
+    return out
+
+
+def seam_pairs(a_labels: np.ndarray, b_labels: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """(a, b) id pairs of two labellings of one region whose objects overlap with IoU >= min_iou there."""
+    both = (a_labels > 0) & (b_labels > 0)
+    if not both.any():
+        return []
+    a, b = a_labels[both].astype(np.int64), b_labels[both].astype(np.int64)
+    pair, count = np.unique(a * (int(b.max()) + 1) + b, return_counts=True)
+    pa, pb = pair // (int(b.max()) + 1), pair % (int(b.max()) + 1)
+    area_a = np.bincount(a_labels.ravel(), minlength=int(pa.max()) + 1)
+    area_b = np.bincount(b_labels.ravel(), minlength=int(pb.max()) + 1)
+    iou = count / (area_a[pa] + area_b[pb] - count)
+    return [(int(x), int(y)) for x, y, v in zip(pa, pb, iou) if v >= min_iou]
+
+
+# ---- the label store ----------------------------------------------------------------------------------
+
+def ome_label_attrs(ndim: int = 2, name: str = "labels", source: str | None = None) -> dict[str, Any]:
+    """OME-NGFF 0.4 metadata of a one-level label image (axes y, x; scale 1)."""
+    axes = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}][-ndim:]
+    attrs: dict[str, Any] = {
+        "multiscales": [{"version": "0.4", "name": name, "axes": axes,
+                         "datasets": [{"path": "0", "coordinateTransformations": [
+                             {"type": "scale", "scale": [1.0] * ndim}]}]}],
+        "image-label": {"version": "0.4"},
+    }
+    if source:
+        attrs["image-label"]["source"] = {"image": source}
+    return attrs
+
+
+def create_label_store(path: Path, shape: tuple[int, int], chunk: int, name: str = "labels"):
+    """An OME-Zarr (NGFF 0.4, zarr format 2) group holding one uint32 array ``0`` chunked by blocks."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.attrs.update(ome_label_attrs(2, name))
+    arr = group.create_array("0", shape=shape, chunks=(min(chunk, shape[0]), min(chunk, shape[1])),
+                             dtype="uint32", fill_value=0,
+                             chunk_key_encoding={"name": "v2", "separator": "/"})
+    arr.attrs["_ARRAY_DIMENSIONS"] = ["y", "x"]
+    return arr
+
+
+def check_store_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists already; pass --overwrite (overwrite=True) to replace it, or choose "
+                         "another output")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, not a zarr store; remove it or choose another output")
+
+
+# ---- the whole image ----------------------------------------------------------------------------------
+
+Executor = Callable[[Callable[..., Any], list[Any]], Iterator[Any]]
+
+
+def serial(fn: Callable[..., Any], items: list[Any]) -> Iterator[Any]:
+    """Run ``fn`` on each item here, one after the other (results in order)."""
+    return (fn(item) for item in items)
+
+
+@dataclass
+class LargeResult:
+    path: Path
+    shape: tuple[int, int]
+    n_objects: int
+    n_blocks: int
+    n_merged: int  # seam pairs joined
+
+
+def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: tuple[int, int], out: Path,
+                     lcfg: LargeConfig = LargeConfig(), overwrite: bool = False, execute: Executor = serial,
+                     name: str = "labels") -> Generator[Progress, None, LargeResult]:
+    """Predict every block with ``block_fn`` (via ``execute``: here or on a cluster), write a label store
+    at ``out``: it appears only when complete (written beside it, then renamed)."""
+    import zarr
+
+    out = Path(out)
+    check_store_target(out, overwrite)
+    grid = block_grid(shape, lcfg.block)
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        store = create_label_store(tmp, shape, lcfg.block, name)
+        n_of: dict[tuple[int, int], int] = {}
+        waiting: dict[tuple[tuple[int, int], tuple[int, int]], np.ndarray] = {}
+        pairs: list[tuple[tuple[int, int], int, tuple[int, int], int]] = []
+
+        def match(a: tuple[int, int], b: tuple[int, int], reach: np.ndarray) -> None:
+            box = _meet(_grow(grid[a], lcfg.margin, shape), grid[b])
+            pairs.extend((a, x, b, y) for x, y in seam_pairs(reach, store[box[0]:box[1], box[2]:box[3]],
+                                                               lcfg.merge_iou))
+
+        for done, res in enumerate(execute(block_fn, list(grid)), 1):
+            y0, y1, x0, x1 = grid[res.index]
+            store[y0:y1, x0:x1] = res.core
+            n_of[res.index] = res.n
+            for b, reach in res.reach.items():
+                if b in n_of:
+                    match(res.index, b, reach)
+                else:
+                    waiting[(res.index, b)] = reach
+            for a in [a for (a, b) in waiting if b == res.index]:
+                match(a, res.index, waiting.pop((a, res.index)))
+            yield Progress("blocks", done, len(grid), f"block {done} of {len(grid)}")
+        # global ids: each block's ids after the previous blocks'; seam pairs joined (union-find)
+        offsets, total = {}, 0
+        for idx in grid:
+            offsets[idx] = total
+            total += n_of[idx]
+        parent = np.arange(total + 1, dtype=np.int64)
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = int(parent[i])
+            return i
+
+        for a, x, b, y in pairs:
+            ra, rb = root(offsets[a] + x), root(offsets[b] + y)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        roots = np.array([root(i) for i in range(total + 1)], np.int64)
+        final = np.zeros(total + 1, np.uint32)
+        uniq = np.unique(roots[1:])
+        final[1:] = (np.searchsorted(uniq, roots[1:]) + 1).astype(np.uint32)
+        for k, idx in enumerate(grid, 1):
+            y0, y1, x0, x1 = grid[idx]
+            local = store[y0:y1, x0:x1]
+            lut = final[offsets[idx]: offsets[idx] + n_of[idx] + 1].copy()
+            lut[0] = 0
+            store[y0:y1, x0:x1] = lut[local]
+            yield Progress("relabel", k, len(grid))
+        zarr.consolidate_metadata(str(tmp), zarr_format=2)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        return LargeResult(out, shape, int(len(uniq)), len(grid), len(pairs))
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = None, lcfg: LargeConfig = LargeConfig(),
+                  channels=None, overwrite: bool = False, execute: Executor = serial, name: str = "image"
+                  ) -> Generator[Progress, None, LargeResult]:
+    """Predict a 2D image given lazily (a dask or zarr array, an ``ImageData``, a path to a zarr store or
+    TIFF) block by block into an OME-Zarr label store at ``out``. A generator of progress events."""
+    if isinstance(image, (str, Path)):
+        name, image = str(image), open_lazy(image)
+    std = seg.standardize(image, channels, name)
+    if std.plane_axes:
+        raise InputError(f"{name}: large-image prediction takes one 2D plane, got a stack of shape "
+                         f"{std.plane_shape}; give one plane (e.g. a zarr array of it)")
+    cfg = cfg or seg.predict_config
+    data = std.data
+    normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
+    grid = block_grid(tuple(data.shape[:2]), lcfg.block)
+
+    def predict_fn(region: np.ndarray):
+        from .predict import predict
+
+        return predict(seg.model_fn, region, normalizer, cfg, seg.model_config.in_channels)
+
+    def block_fn(index: tuple[int, int]) -> BlockResult:
+        return segment_block(predict_fn, data, grid, index, lcfg.margin)
+
+    return (yield from predict_to_store(block_fn, tuple(data.shape[:2]), Path(out), lcfg, overwrite, execute))
+
+
+def read_labels(path: str | Path) -> Any:
+    """The label array of a store written by :func:`predict_to_store` (lazy)."""
+    import zarr
+
+    return zarr.open_group(str(path), mode="r")["0"]
+
+
+def store_attrs(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / ".zattrs").read_text())
+
+
+__all__ = ["LargeConfig", "LargeResult", "BlockResult", "TIFF_MAX_PIXELS", "block_grid", "open_lazy",
+           "image_pixels", "fit_normalizer", "segment_block", "seam_pairs", "ome_label_attrs",
+           "create_label_store", "predict_to_store", "predict_large", "read_labels", "serial"]
