@@ -44,7 +44,7 @@ def slimseg(*args: str, env: dict | None = None) -> None:
 
 def targets(rows: dict[str, dict], avx2: dict[str, dict] | None) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for each target of the issue."""
-    f, p, o = rows["float"], rows["ptq-int8"], rows["ptq-int8-onnx"]
+    p, o = rows["ptq-int8"], rows["ptq-int8-onnx"]
     q, s, sq = rows["qat-int8"], rows["prune-structured-50"], rows["prune-50-int8"]
     out = [
         ("PTQ int8 >= 4x faster than fp32 eager at batch 8", f"{p['speedup_b8']:.2f}x", p["speedup_b8"] >= 4),

@@ -78,7 +78,7 @@ def batch_shapes(height: int, width: int, cfg: PredictConfig, in_channels: int, 
     tiles, padded to ``multiple`` as the model pads them): what a compiled model specialises for."""
     th, tw = min(cfg.tile, height), min(cfg.tile, width)
     ov = min(cfg.overlap, th // 2 - 1, tw // 2 - 1) if min(th, tw) > 2 else 0
-    (th, ys), (tw, xs) = plan_tiles(height, th, ov, multiple), plan_tiles(width, tw, ov, multiple)
+    (th, _), (tw, xs) = plan_tiles(height, th, ov, multiple), plan_tiles(width, tw, ov, multiple)
     th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
     counts = {min(cfg.batch_size, len(xs) - b) for b in range(0, len(xs), cfg.batch_size)}
     return {(n, in_channels, th, tw) for n in counts}
