@@ -188,3 +188,13 @@ def test_a_two_channel_model_exports_and_passes_the_model_test(tmp_path, offline
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
     channel_axis = next(a for a in rdf["inputs"][0]["axes"] if a["type"] == "channel")
     assert channel_axis["channel_names"] == ["channel0", "channel1"]
+
+
+@pytest.mark.parametrize("name", __import__("slimseg.models", fromlist=["x"]).available_names() or ["(none shipped)"])
+def test_every_shipped_builtin_model_exports_and_passes_the_model_test(name, tmp_path, offline):
+    from bioimageio.core import test_model
+
+    if name == "(none shipped)":
+        pytest.skip("no built-in model file is shipped in this version")
+    package = export_model(name, tmp_path / f"{name}.zip", ExportConfig(authors=("A. Person",)))
+    assert test_model(package).status == "passed"

@@ -49,7 +49,7 @@ LAYERS = [
     ["slimseg.predict", "slimseg.stacks", "slimseg.tune", "slimseg.kinds", "slimseg.checkpoint", "slimseg.start"],
     ["slimseg.segmenter"],
     ["slimseg.training", "slimseg.evaluation"],
-    ["slimseg.compress", "slimseg.study", "slimseg.export"],
+    ["slimseg.compress", "slimseg.study", "slimseg.export", "slimseg.large", "slimseg.distributed"],
     ["slimseg.cli", "slimseg.compress.cli", "slimseg.study.cli", "slimseg.api", "slimseg"],  # "slimseg": the facade
     ["slimseg._widgets"],
 ]

@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 
 from slimseg import config as config_module
-from slimseg.cli import DEMO_DEFAULTS, build_parser
+from slimseg.cli import DEMO_DEFAULTS, _start, build_parser
 from slimseg.compress import CompressConfig
 from slimseg.config import (
     ModelConfig,
@@ -97,6 +97,8 @@ def test_train_and_demo_offer_every_training_field_with_its_default():
     train = _parsed("train", "data", "--out", "m.slimseg")
     demo = _parsed("demo")
     assert cli_fields(TrainConfig) and {f.name for f in cli_fields(TrainConfig)} == _offered(TrainConfig)
+    assert train.epochs is None  # train's --epochs default depends on --init; _start fills it in
+    _start(train)
     for f in cli_fields(TrainConfig):
         assert getattr(train, f.name) == f.default, f.name
         assert getattr(demo, f.name) == DEMO_DEFAULTS.get(f.name, f.default), f.name
