@@ -23,6 +23,7 @@ import numpy as np
 
 from .config import NormConfig, PredictConfig
 from .data.normalize import Normalizer
+from .data.readers import zarr_module
 from .errors import InputError
 from .events import Progress, run
 
@@ -78,7 +79,7 @@ def open_lazy(path: str | Path):
     if is_zarr(path) or path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
         return read(path)
     import tifffile
-    import zarr
+    zarr = zarr_module()
 
     try:
         with tifffile.TiffFile(path) as tif:
@@ -196,7 +197,7 @@ def ome_label_attrs(ndim: int = 2, name: str = "labels", source: str | None = No
 
 def create_label_store(path: Path, shape: tuple[int, int], chunk: int, name: str = "labels"):
     """An OME-Zarr (NGFF 0.4, zarr format 2) group holding one uint32 array ``0`` chunked by blocks."""
-    import zarr
+    zarr = zarr_module()
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     group.attrs.update(ome_label_attrs(2, name))
@@ -239,7 +240,7 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
                      name: str = "labels") -> Generator[Progress, None, LargeResult]:
     """Predict every block with ``block_fn`` (via ``execute``: here or on a cluster), write a label store
     at ``out``: it appears only when complete (written beside it, then renamed)."""
-    import zarr
+    zarr = zarr_module()
 
     out = Path(out)
     check_store_target(out, overwrite)
@@ -335,7 +336,7 @@ def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = 
 
 def read_labels(path: str | Path) -> Any:
     """The label array of a store written by :func:`predict_to_store` (lazy)."""
-    import zarr
+    zarr = zarr_module()
 
     return zarr.open_group(str(path), mode="r")["0"]
 

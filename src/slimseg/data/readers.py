@@ -103,11 +103,7 @@ def read_tiff(path: Path) -> ImageData:
 def read_zarr(path: Path) -> ImageData:
     """A zarr array (axes from ``_ARRAY_DIMENSIONS`` or zarr v3 dimension names where set), or an OME-Zarr
     image group: its highest-resolution level with the multiscales axes."""
-    try:
-        import zarr
-    except ModuleNotFoundError:
-        raise InputError(f"{path}: reading zarr needs the optional package zarr; install it with "
-                         "pip install 'napari-slimseg[zarr]'") from None
+    zarr = zarr_module(f"{path}: reading zarr")
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as err:
@@ -157,3 +153,15 @@ def _known_letters(axes: str | None) -> str | None:
 
 
 __all__ = ["ImageData", "IMAGE_SUFFIXES", "read", "read_tiff", "read_zarr", "is_zarr", "is_image_file"]
+
+
+def zarr_module(what: str = "zarr input and output"):
+    """The zarr package (3 or newer), or an InputError saying how to install it."""
+    try:
+        import zarr
+    except ModuleNotFoundError:
+        zarr = None
+    if zarr is None or int(zarr.__version__.split(".")[0]) < 3:
+        raise InputError(f"{what} needs the optional package zarr (3 or newer, Python 3.11+); install it with "
+                         "pip install 'napari-slimseg[zarr]'")
+    return zarr
