@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from .config import ChannelConfig, ModelConfig, PredictConfig, TrainConfig
 from .errors import InputError
-from .events import format_event, run
+from .events import print_progress, run
 
 if TYPE_CHECKING:
     from .segmenter import Segmenter
@@ -30,15 +29,7 @@ Images = "str | os.PathLike | Sequence[np.ndarray]"
 def _reporter(progress: bool | Callable[[Any], None]) -> Callable[[Any], None] | None:
     if callable(progress):
         return progress
-    if not progress:
-        return None
-
-    def show(event: Any) -> None:
-        line = format_event(event)
-        if line:
-            print(line, file=sys.stderr, flush=True)
-
-    return show
+    return print_progress if progress else None
 
 
 def _data(images: Any, labels: Any, names: Sequence[str] | None, what: str,

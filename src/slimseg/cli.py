@@ -233,13 +233,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     import numpy as np
-    import tifffile
 
     from .config import PredictConfig
     from .data.folder import image_stem, list_images
     from .data.readers import read
     from .events import print_progress, run
-    from .files import atomic_path
+    from .files import write_labels_tiff
     from .options import values_from_args
     from .segmenter import load_segmenter
 
@@ -261,10 +260,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     for i, (f, t) in enumerate(zip(files, targets)):
         job = seg.stack_job(read(f), cfg, channels, name=str(f))
         labels = run(job.run(), print_progress).labels  # a stack: one labels plane per image plane
-        dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-        with atomic_path(t) as tmp:
-            tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib",
-                             metadata={"axes": job.stack.plane_axes + "YX"})
+        write_labels_tiff(t, labels, job.stack.plane_axes)
         print(f"[{i + 1}/{len(files)}] {f.name}: {int(len(np.unique(labels)) - 1)} objects -> {t}",
               file=sys.stderr, flush=True)
     return 0
@@ -396,16 +392,16 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def _add_export_parser(sub) -> None:
-    from .export import FORMATS
+    from .export import FORMATS, ExportConfig
 
     p = sub.add_parser("export", help="write a model as a bioimage.io package, or its network as ONNX or TorchScript")
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--format", default="bioimageio", choices=FORMATS)
+    p.add_argument("--format", default=ExportConfig.format, choices=FORMATS)
     p.add_argument("--out", required=True, help="file to write (bioimageio: a .zip package)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     g = p.add_argument_group("bioimage.io package")
     g.add_argument("--author", action="append", help="an author's name (repeat for several)")
-    g.add_argument("--license", default="CC-BY-4.0", help="SPDX licence id of the model (default CC-BY-4.0)")
+    g.add_argument("--license", default=ExportConfig.license, help="SPDX licence id of the model (default %(default)s)")
     g.add_argument("--name", help="the model's name in the package")
     g.add_argument("--cite", nargs=2, action="append", metavar=("DOI", "TEXT"),
                    help="a citation to add, e.g. of the training data (repeat for several)")

@@ -55,6 +55,7 @@ def plan(files: list[Path], out_dir: Path, fmt: str = "auto", overwrite: bool = 
 
 # ---- work done on any process -----------------------------------------------------------------------
 
+# Each worker process loads a model file once for all its tasks: module-level on purpose.
 _SEGMENTERS: dict[tuple[str, str], Any] = {}
 
 
@@ -80,18 +81,14 @@ def _threads(n: int | None) -> None:
 def predict_tif(model: Any, job: Job, cfg: PredictConfig | None, channels: ChannelConfig | None,
                 engine: str = "auto", threads: int | None = None) -> dict[str, Any]:
     """Segment one image (any stack) into one label TIFF, written atomically."""
-    import tifffile
-
     from .data.readers import read
-    from .files import atomic_path
+    from .files import write_labels_tiff
 
     _threads(threads)
     seg = _segmenter(model, engine)
     job_ = seg.stack_job(read(job.source), cfg, channels, name=job.source)
     labels = run(job_.run()).labels
-    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    with atomic_path(job.target) as tmp:
-        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib", metadata={"axes": job_.stack.plane_axes + "YX"})
+    write_labels_tiff(job.target, labels, job_.stack.plane_axes)
     return {"source": job.source, "target": job.target, "objects": int(len(np.unique(labels)) - 1)}
 
 
@@ -109,6 +106,7 @@ class BlockSource:
     threads: int | None = None
 
 
+# A worker process's open large image (one at a time), so its block tasks do not reopen it.
 _IMAGES: dict[tuple[str, str], Any] = {}
 
 

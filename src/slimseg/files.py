@@ -56,3 +56,14 @@ def check_can_write(path: str | Path) -> None:
     except OSError as err:
         raise InputError(f"cannot write {path}: the folder {folder} is not writable ({err.strerror or err}); "
                          "choose another place") from None
+
+
+def write_labels_tiff(path: str | Path, labels: Any, plane_axes: str = "") -> Path:
+    """Instance labels as a zlib-compressed TIFF (uint16 where the ids fit, else uint32), axes recorded."""
+    import numpy as np
+    import tifffile
+
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib", metadata={"axes": plane_axes + "YX"})
+    return Path(path)

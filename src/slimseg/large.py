@@ -26,6 +26,7 @@ from .data.normalize import Normalizer
 from .data.readers import zarr_module
 from .errors import InputError
 from .events import Progress, run
+from .metrics import iou_table
 
 # labels larger than this many pixels go to an OME-Zarr store without being asked (4 GiB of uint32)
 TIFF_MAX_PIXELS = 1 << 30
@@ -167,16 +168,9 @@ def segment_block(predict_fn: Callable[[np.ndarray], Generator[Any, None, Any]],
 
 def seam_pairs(a_labels: np.ndarray, b_labels: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     """(a, b) id pairs of two labellings of one region whose objects overlap with IoU >= min_iou there."""
-    both = (a_labels > 0) & (b_labels > 0)
-    if not both.any():
-        return []
-    a, b = a_labels[both].astype(np.int64), b_labels[both].astype(np.int64)
-    pair, count = np.unique(a * (int(b.max()) + 1) + b, return_counts=True)
-    pa, pb = pair // (int(b.max()) + 1), pair % (int(b.max()) + 1)
-    area_a = np.bincount(a_labels.ravel(), minlength=int(pa.max()) + 1)
-    area_b = np.bincount(b_labels.ravel(), minlength=int(pb.max()) + 1)
-    iou = count / (area_a[pa] + area_b[pb] - count)
-    return [(int(x), int(y)) for x, y, v in zip(pa, pb, iou) if v >= min_iou]
+    a_ids, b_ids, iou = iou_table(a_labels, b_labels)
+    rows, cols = np.nonzero((iou >= min_iou) & (iou > 0))
+    return [(int(a_ids[i]), int(b_ids[j])) for i, j in zip(rows, cols)]
 
 
 # ---- the label store ----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ TEMPORARY = {"atomic_path", "TemporaryDirectory", "mkdtemp", "BytesIO", "StringI
 ALLOWED = {
     ("files.py", "atomic_path"): "the atomic writer itself",
     ("files.py", "write_text"): "writes the temporary name atomic_path yields",
+    ("files.py", "write_labels_tiff"): "writes the temporary name atomic_path yields",
     ("io.py", "write_archive"): "writes to what its callers give: a temporary name from atomic_path, or memory",
     ("export/networks.py", "write_networks"): "writes the paths its callers give: temporary names only",
     ("export/networks.py", "write_onnx"): "writes the path write_networks gives it (a temporary name)",

@@ -18,7 +18,7 @@ from .. import io
 from ..errors import InputError
 from ..kinds.fold import Core, dynamic_example
 from ..model import UNet, can_fold, fold_batchnorm
-from ..segmenter import Segmenter, load_segmenter
+from ..segmenter import Segmenter, from_model_file
 
 FLOAT_KINDS = ("float", "float-sparse")  # float weights (a sparse file holds zeros, stored compactly)
 INT8_ONNX = "int8-onnx"  # an ONNX QDQ graph: standard ONNX operators, so the spec's onnx weights hold it
@@ -52,7 +52,7 @@ def open_source(path: str | Path) -> Source:
     if mf.kind not in FLOAT_KINDS + (INT8_ONNX,):
         raise InputError(f"{path}: model kind {mf.kind!r} cannot be exported (exportable kinds: "
                          f"{', '.join(FLOAT_KINDS + (INT8_ONNX,))})")
-    seg = load_segmenter(path)
+    seg = from_model_file(mf, str(path))
     if mf.kind == INT8_ONNX:
         return Source(mf.kind, seg, onnx=mf.tensors["onnx"].tobytes())
     module = seg.module
