@@ -32,9 +32,9 @@ FORMAT_VERSION = 1
 SUFFIX = ".ckpt"
 # TrainConfig fields a resumed run may change: its budget and stopping rule. Every other must be the same.
 BUDGET_FIELDS = ("epochs", "minutes", "patience")
-# Bytes a checkpoint may hold beyond the float weights' own: the best weights and up to four optimizer
+# Bytes a checkpoint may hold beyond the float weights' own: the best and averaged weights and up to four optimizer
 # tensors per parameter (times the weights' bytes), and the random streams.
-STATE_COPIES, RNG_BYTES = 6, 1 << 20
+STATE_COPIES, RNG_BYTES = 7, 1 << 20
 
 
 @dataclass

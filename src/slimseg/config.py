@@ -169,6 +169,9 @@ class TrainConfig:
     bf16: Bf16 = "auto"
     channels_last: bool = option(True, cli=False)
     augment: bool = option(True, cli=False)
+    zoom: float = option(1.0, "augmentation: zoom patches by a random factor between 1/ZOOM and ZOOM (1 = off)")
+    ema: float = option(0.0, "validate and keep an exponential moving average of the weights with this decay "
+                             "per step (0 = the weights themselves)")
 
     def __post_init__(self) -> None:
         checks = [
@@ -180,6 +183,8 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.zoom >= 1, f"zoom must be >= 1 (1 = no zoom augmentation), got {self.zoom}"),
+            (0 <= self.ema < 1, f"ema must be in [0, 1) (0 = off), got {self.ema}"),
         ]
         for ok, message in checks:
             if not ok:

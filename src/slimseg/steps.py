@@ -18,6 +18,26 @@ from .errors import InputError
 from .events import Progress, StepEnd
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters (buffers are copied), in a copy of the
+    model: ``decay`` per step, warmed up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates so
+    the first steps' random weights fade fast. Short runs end with a high learning rate's noise in the
+    weights; their average validates steadier and predicts better."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.model, self.decay, self.updates = copy.deepcopy(model), decay, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)
+
+
 @dataclass
 class StepLoop:
     """Steps on batches of sampled patches, each yielding a :class:`~slimseg.events.StepEnd`.

@@ -35,7 +35,7 @@ from .predict import image_probabilities
 from .segmenter import Segmenter
 from .start import FINETUNE_LR_SCALE, StartModel, check_channels
 from .start import describe as describe_start
-from .steps import StepLoop
+from .steps import StepLoop, WeightAverage
 from .tune import tune_thresholds
 
 BN_BATCHES_EPOCH = 4
@@ -114,7 +114,7 @@ class Trainer:
             raise InputError("the training split holds no objects; annotate more images or lower val_fraction")
         self.sampler = PatchSampler([Normalizer.fit(images[i], norm)(images[i]) for i in tr],
                                     [targets_from_labels(labels[i]) for i in tr],
-                                    config.patch_size, config.seed, config.augment)
+                                    config.patch_size, config.seed, config.augment, config.zoom)
         self.val = [(images[i], labels[i]) for i in va]
         self.device = resolve_device(config.device)
         self.bf16 = use_bf16(config.bf16, self.device)
@@ -126,6 +126,9 @@ class Trainer:
         self.lr = config.lr if config.lr is not None or init is None else default_lr(config.optimizer) * FINETUNE_LR_SCALE
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # the weights validated, kept as the best and returned: the model's own or their moving average
+        self.average = WeightAverage(self.model, config.ema) if config.ema > 0 else None
+        self._eval_model = self.average.model if self.average is not None else self.model
         self._best_state: dict[str, torch.Tensor] | None = None
         self._result = TrainResult(self.model, self.model_config, norm, config, split=self.split,
                                    init=init.record() if init is not None else None)
@@ -162,7 +165,8 @@ class Trainer:
                         lambda p: lr_factor(cfg.schedule, p) * (plateau.scale if plateau else 1.0),
                         total_steps=steps_per_epoch * cfg.epochs,
                         budget_s=cfg.minutes * 60 if cfg.minutes else math.inf,
-                        device=self.device, bf16=self.bf16, channels_last=cfg.channels_last)
+                        device=self.device, bf16=self.bf16, channels_last=cfg.channels_last,
+                        after_step=(lambda: self.average.update(self.model)) if self.average is not None else None)
         self._opt, self._plateau, self._loop = opt, plateau, loop
         if self._resume is not None:
             self._continue(self._resume)
@@ -178,7 +182,7 @@ class Trainer:
             is_best = score > self._best_score
             if is_best:
                 self._best_score, self._stale = score, 0
-                self._best_state = copy.deepcopy(self.model.state_dict())
+                self._best_state = copy.deepcopy(self._eval_model.state_dict())
                 self._result.best_val_dice, self._result.best_epoch = val, epoch
             else:
                 self._stale += 1
@@ -209,6 +213,14 @@ class Trainer:
             return "early stopping"
         return None
 
+    def best_state(self) -> dict[str, torch.Tensor] | None:
+        """A copy of the best weights so far (None before the first epoch): what a stop now would keep."""
+        return None if self._best_state is None else copy.deepcopy(self._best_state)
+
+    def load_best(self, state: dict[str, torch.Tensor]) -> None:
+        """Make ``state`` (from :meth:`best_state`) the best weights, for :meth:`result` to return."""
+        self._best_state = state
+
     # -- checkpoints ------------------------------------------------------------------------------
     def checkpoint(self) -> ckpt_file.Checkpoint:
         """The run as it stands after its last epoch (call between epochs: :meth:`fit` does)."""
@@ -223,6 +235,9 @@ class Trainer:
                  "best_epoch": self._result.best_epoch, "history": self._result.history,
                  "plateau": None if p is None else {"best": p.best, "bad": p.bad, "scale": p.scale}}
         tensors = {**arrays(self.model.state_dict(), "model"), **opt_tensors, **rng_tensors}
+        if self.average is not None:
+            tensors.update(arrays(self.average.model.state_dict(), "ema"))
+            state["ema_updates"] = self.average.updates
         if self._best_state is not None:
             tensors.update(arrays(self._best_state, "best"))
         return ckpt_file.Checkpoint(self.model_config, self.norm, self.config, self.data_fingerprint,
@@ -243,6 +258,9 @@ class Trainer:
             history = [dict(row) for row in state["history"]]
             best = float(state["best_val_dice"]), int(state["best_epoch"])
             self.model.load_state_dict(_state_of(checkpoint, "model"))
+            if self.average is not None:
+                self.average.model.load_state_dict(_state_of(checkpoint, "ema"))
+                self.average.updates = int(state["ema_updates"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise InputError(f"the checkpoint's training state is damaged ({type(err).__name__}: {err})") from None
         self._result.history = history
@@ -276,8 +294,8 @@ class Trainer:
 
     def _validate(self, bn_batches: int) -> float:
         """Pooled pixel Dice of the foreground on the validation images (eval mode, fresh BN stats)."""
-        recalibrate_batchnorm(self.model, self._bn_batches(), bn_batches)
-        self.model.eval()
+        recalibrate_batchnorm(self._eval_model, self._bn_batches(), bn_batches)
+        self._eval_model.eval()
         if not self.val:
             return float("nan")
         return pooled_dice([p[0] > 0.5 for p in self._val_probabilities()], [lab for _, lab in self.val])
@@ -288,23 +306,24 @@ class Trainer:
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(self._to_device(x)).float().cpu()
+            return self._eval_model(self._to_device(x)).float().cpu()
 
     def result(self, recalibrate: bool = True) -> TrainResult:
         """The best model so far (usable after a stop), BatchNorm re-estimated, on the CPU, eval mode,
         with the post-processing thresholds tuned for instance F1 on the validation images.
         ``recalibrate=False`` keeps the BatchNorm statistics the best epoch was validated with (a
         quicker result, for a stop that must not wait)."""
+        net = self._eval_model
         if self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
+            net.load_state_dict(self._best_state)
         if recalibrate or self._best_state is None:
-            recalibrate_batchnorm(self.model, self._bn_batches(), BN_BATCHES_FINAL)
-        self.model.eval()
+            recalibrate_batchnorm(net, self._bn_batches(), BN_BATCHES_FINAL)
+        net.eval()
         if self.val:
             self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
                 self._val_probabilities(), [lab for _, lab in self.val])
         model = UNet(self.model_config)
-        model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        model.load_state_dict({k: v.detach().cpu() for k, v in net.state_dict().items()})
         self._result.model = model.eval()
         return self._result
 

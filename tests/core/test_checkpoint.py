@@ -42,13 +42,16 @@ def _weights_equal(a, b):
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-@pytest.mark.parametrize("optimizer, schedule", [("rmsprop", "cosine"), ("adam", "plateau"), ("sgd", "constant")])
-def test_resuming_repeats_the_uninterrupted_run(disks, tmp_path, optimizer, schedule):
+@pytest.mark.parametrize("optimizer, schedule, extra", [("rmsprop", "cosine", {}), ("adam", "plateau", {}),
+                                                       ("sgd", "constant", {}),
+                                                       ("rmsprop", "cosine", {"ema": 0.9, "zoom": 1.5})])
+def test_resuming_repeats_the_uninterrupted_run(disks, tmp_path, optimizer, schedule, extra):
     images, labels = disks
-    cfg = _config(optimizer=optimizer, schedule=schedule)
+    cfg = _config(optimizer=optimizer, schedule=schedule, **extra)
     full = run(Trainer(images, labels, cfg, MODEL).fit())
     _stopped_after(images, labels, 3, tmp_path / "run.ckpt", cfg)
     ckpt = checkpoint.load(tmp_path / "run.ckpt")
+    assert any(k.startswith("ema/") for k in ckpt.tensors) == bool(extra)
     assert ckpt.epoch == 3 and len(ckpt.meta["state"]["history"]) == 3
     resumed = Trainer(images, labels, cfg, MODEL)
     resumed.restore(ckpt)

@@ -142,3 +142,42 @@ def test_training_on_one_image_validates_on_a_region_of_it():
     from slimseg.events import run
 
     assert not np.isnan(run(trainer.fit()).history[0]["val_dice"])  # validation ran
+
+
+def _disk_grid(size=512, spacing=40, radius=10):
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.int32)
+    k = 0
+    for cy in range(spacing // 2, size, spacing):
+        for cx in range(spacing // 2, size, spacing):
+            k += 1
+            labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = k
+    return labels
+
+
+def _largest_objects(sampler, n=24):
+    from scipy import ndimage as ndi
+
+    _, y = sampler.batch(n)
+    out = []
+    for t in y:
+        comp, k = ndi.label(t[0] >= 128)
+        out.append(np.bincount(comp.ravel())[1:].max() if k else 0)
+    return np.array(out)
+
+
+def test_zoom_augmentation_scales_image_and_target_together():
+    labels = _disk_grid()
+    img = (labels > 0)[None].astype(np.float32)
+    tgt = targets_from_labels(labels)
+    plain = _largest_objects(PatchSampler([img], [tgt], patch=64, seed=0, augment=True))
+    # without zoom every patch holds a whole disk of the same area (rotations and flips keep it)
+    assert plain.min() == plain.max() == np.count_nonzero(labels == 1)
+    zoomed = PatchSampler([img], [tgt], patch=64, seed=0, augment=True, zoom=2.0)
+    areas = _largest_objects(zoomed, 64)
+    assert areas.max() / areas.min() > 3  # disks shrunk up to 2x and grown up to 2x in each axis
+    x, y = zoomed.batch(16)
+    for xi, yi in zip(x, y):  # the image's disks stay where the target's are
+        assert np.corrcoef(xi[0].ravel(), yi[0].ravel())[0, 1] > 0.8
+    with pytest.raises(InputError, match="zoom"):
+        PatchSampler([img], [tgt], patch=64, seed=0, zoom=0.5)

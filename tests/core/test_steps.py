@@ -12,7 +12,7 @@ from slimseg.errors import InputError
 from slimseg.events import Progress, StepEnd, run
 from slimseg.losses import parse_loss
 from slimseg.model import UNet
-from slimseg.steps import StepLoop
+from slimseg.steps import StepLoop, WeightAverage
 
 
 def make_loop(disks, **kw):
@@ -60,3 +60,22 @@ def test_nan_loss_stops_with_a_clear_error(disks):
     loop = make_loop(disks, loss_fn=lambda logits, y: logits.sum() * float("nan"), stage="QAT")
     with pytest.raises(InputError, match="QAT: the loss became NaN"):
         run(loop.run(3))
+
+
+def test_the_weight_average_warms_up_then_decays():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average.update(model)  # decay min(0.9, 2/11): mostly the new weights
+    assert average.model.weight.item() == pytest.approx(1 - 2 / 11)
+    for _ in range(200):
+        average.update(model)
+    assert average.model.weight.item() == pytest.approx(1.0, abs=1e-6)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    average.update(model)  # warmed up: the decay itself
+    assert average.model.weight.item() == pytest.approx(0.9 * 1.0 + 0.1 * 2.0, abs=1e-5)
+    assert model.weight.item() == 2.0  # the model itself is left alone

@@ -65,15 +65,19 @@ def split_regions(image: np.ndarray, labels: np.ndarray, val_fraction: float, na
 
 
 class PatchSampler:
-    """Random (patch, target) batches from normalised images, with optional augmentation:
-    the 8 flips/rotations and a random intensity scale and shift. Images smaller than the
-    patch are reflect-padded (their target padding counts as background)."""
+    """Random (patch, target) batches from normalised images, with optional augmentation (``augment``):
+    the 8 flips/rotations, a zoom by a random factor between ``1/zoom`` and ``zoom`` (log-uniform: other
+    microscopes and magnifications show nuclei at other sizes; the centredness target is scale-free, so
+    it zooms with the image), and intensity changes a new screen brings (gain, offset, gamma, blur,
+    noise). Images smaller than the patch are reflect-padded (their target padding counts as background)."""
 
     def __init__(self, images: list[np.ndarray], targets: list[np.ndarray], patch: int, seed: int,
-                 augment: bool = True) -> None:
+                 augment: bool = True, zoom: float = 1.0) -> None:
         if not images:
             raise InputError("no training images")
-        self.patch, self.augment = patch, augment
+        if zoom < 1:
+            raise InputError(f"zoom must be >= 1 (1 = no zoom), got {zoom}")
+        self.patch, self.augment, self.zoom = patch, augment, zoom
         self.rng = np.random.default_rng(seed)
         self.images, self.targets = [], []
         for img, tgt in zip(images, targets):
@@ -90,18 +94,49 @@ class PatchSampler:
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(x, y): float32 (N, C, P, P) images and uint8 (N, 2, P, P) targets (0..255)."""
         xs, ys = [], []
-        p = self.patch
         for k in self.rng.choice(len(self.images), size=size, p=self.weights):
-            img, tgt = self.images[k], self.targets[k]
-            y0 = self.rng.integers(0, img.shape[-2] - p + 1)
-            x0 = self.rng.integers(0, img.shape[-1] - p + 1)
-            x, y = img[:, y0:y0 + p, x0:x0 + p], tgt[:, y0:y0 + p, x0:x0 + p]
+            x, y = self._crop(self.images[k], self.targets[k])
             if self.augment:
                 k90 = int(self.rng.integers(4))
                 x, y = np.rot90(x, k90, (1, 2)), np.rot90(y, k90, (1, 2))
                 if self.rng.random() < 0.5:
                     x, y = x[:, :, ::-1], y[:, :, ::-1]
-                x = x * np.float32(self.rng.uniform(0.75, 1.25)) + np.float32(self.rng.uniform(-0.1, 0.1))
+                x = self._intensity(np.ascontiguousarray(x, dtype=np.float32))
             xs.append(x)
             ys.append(y)
         return np.ascontiguousarray(np.stack(xs), dtype=np.float32), np.ascontiguousarray(np.stack(ys))
+
+    def _crop(self, img: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A random patch, zoomed by a random factor when augmenting with ``zoom > 1``."""
+        p = self.patch
+        side = p
+        if self.augment and self.zoom > 1:
+            side = int(round(p / np.exp(self.rng.uniform(-np.log(self.zoom), np.log(self.zoom)))))
+            side = max(8, min(side, img.shape[-2], img.shape[-1]))
+        y0 = self.rng.integers(0, img.shape[-2] - side + 1)
+        x0 = self.rng.integers(0, img.shape[-1] - side + 1)
+        x, y = img[:, y0:y0 + side, x0:x0 + side], tgt[:, y0:y0 + side, x0:x0 + side]
+        if side == p:
+            return x, y
+        import torch
+        import torch.nn.functional as F
+
+        def resize(a: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
+            return F.interpolate(t, size=(p, p), mode="bilinear", align_corners=False, antialias=side > p)[0].numpy()
+
+        return resize(x), np.clip(np.round(resize(y)), 0, 255).astype(np.uint8)
+
+    def _intensity(self, x: np.ndarray) -> np.ndarray:
+        """Gain and offset always; gamma, blur and noise each on a third of the patches."""
+        rng = self.rng
+        if rng.random() < 1 / 3:  # gamma on the [0, 1] range the normalisation maps to
+            lo, hi = float(x.min()), float(x.max())
+            if hi > lo:
+                x = lo + (hi - lo) * ((x - lo) / (hi - lo)) ** np.float32(np.exp(rng.uniform(-0.4, 0.4)))
+        if rng.random() < 1 / 3:
+            x = ndi.gaussian_filter(x, (0, *(2 * [rng.uniform(0.5, 1.5)])))
+        x = x * np.float32(rng.uniform(0.75, 1.25)) + np.float32(rng.uniform(-0.1, 0.1))
+        if rng.random() < 1 / 3:
+            x = x + rng.normal(0, rng.uniform(0.01, 0.08), x.shape).astype(np.float32)
+        return x.astype(np.float32, copy=False)
