@@ -247,13 +247,20 @@ class LargeResult:
     n_objects: int
     n_blocks: int
     n_merged: int  # seam pairs joined
+    blocks_done: int | None = None  # fewer than n_blocks after a stop (the others are 0)
+
+    @property
+    def complete(self) -> bool:
+        return self.blocks_done is None or self.blocks_done == self.n_blocks
 
 
 def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: tuple[int, int], out: Path,
                      lcfg: LargeConfig = LargeConfig(), overwrite: bool = False, execute: Executor = serial,
-                     name: str = "labels") -> Generator[Progress, None, LargeResult]:
+                     name: str = "labels", stop: Callable[[], bool] | None = None
+                     ) -> Generator[Progress, None, LargeResult]:
     """Predict every block with ``block_fn`` (via ``execute``: here or on a cluster), write a label store
-    at ``out``: it appears only when complete (written beside it, then renamed)."""
+    at ``out``: it appears only when complete (written beside it, then renamed). Once ``stop()`` is true
+    (checked after each block) the blocks done so far are written, the others left 0."""
     zarr = zarr_module()
 
     out = Path(out)
@@ -271,7 +278,8 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
             pairs.extend((a, x, b, y) for x, y in seam_pairs(reach, store[box[0]:box[1], box[2]:box[3]],
                                                                lcfg.merge_iou))
 
-        for done, res in enumerate(execute(block_fn, list(grid)), 1):
+        results = execute(block_fn, list(grid))
+        for done, res in enumerate(results, 1):
             y0, y1, x0, x1 = grid[res.index]
             store[y0:y1, x0:x1] = res.core
             n_of[res.index] = res.n
@@ -283,11 +291,14 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
             for a in [a for (a, b) in waiting if b == res.index]:
                 match(a, res.index, waiting.pop((a, res.index)))
             yield Progress("blocks", done, len(grid), f"block {done} of {len(grid)}")
+            if stop is not None and stop() and done < len(grid):
+                getattr(results, "close", lambda: None)()  # a cluster's tasks are cancelled
+                break
         # global ids: each block's ids after the previous blocks'; seam pairs joined (union-find)
         offsets, total = {}, 0
         for idx in grid:
             offsets[idx] = total
-            total += n_of[idx]
+            total += n_of.get(idx, 0)
         parent = np.arange(total + 1, dtype=np.int64)
 
         def root(i: int) -> int:
@@ -304,28 +315,29 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
         final = np.zeros(total + 1, np.uint32)
         uniq = np.unique(roots[1:])
         final[1:] = (np.searchsorted(uniq, roots[1:]) + 1).astype(np.uint32)
-        for k, idx in enumerate(grid, 1):
+        for k, idx in enumerate(n_of, 1):
             y0, y1, x0, x1 = grid[idx]
             local = store[y0:y1, x0:x1]
             lut = final[offsets[idx]: offsets[idx] + n_of[idx] + 1].copy()
             lut[0] = 0
             store[y0:y1, x0:x1] = lut[local]
-            yield Progress("relabel", k, len(grid))
+            yield Progress("relabel", k, len(n_of))
         zarr.consolidate_metadata(str(tmp), zarr_format=2)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-        return LargeResult(out, shape, int(len(uniq)), len(grid), len(pairs))
+        return LargeResult(out, shape, int(len(uniq)), len(grid), len(pairs), len(n_of))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = None, lcfg: LargeConfig = LargeConfig(),
-                  channels=None, overwrite: bool = False, execute: Executor = serial, name: str = "image"
-                  ) -> Generator[Progress, None, LargeResult]:
+                  channels=None, overwrite: bool = False, execute: Executor = serial, name: str = "image",
+                  stop: Callable[[], bool] | None = None) -> Generator[Progress, None, LargeResult]:
     """Predict a 2D image given lazily (a dask or zarr array, an ``ImageData``, a path to a zarr store or
-    TIFF) block by block into an OME-Zarr label store at ``out``. A generator of progress events."""
+    TIFF) block by block into an OME-Zarr label store at ``out``. A generator of progress events; with
+    ``stop``, see :func:`predict_to_store`."""
     if isinstance(image, (str, Path)):
         name, image = str(image), open_lazy(image)
     std = seg.standardize(image, channels, name)
@@ -344,7 +356,8 @@ def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = 
     def block_fn(index: tuple[int, int]) -> BlockResult:
         return segment_block(labels_fn, data.shape, grid, index, lcfg.margin)
 
-    return (yield from predict_to_store(block_fn, tuple(data.shape[:2]), Path(out), lcfg, overwrite, execute))
+    return (yield from predict_to_store(block_fn, tuple(data.shape[:2]), Path(out), lcfg, overwrite, execute,
+                                        stop=stop))
 
 
 def read_labels(path: str | Path) -> Any:

@@ -175,3 +175,19 @@ def test_block_labels_equal_whole_image_labels_with_a_model_that_sees_context(tm
     assert len(crossing) >= 20 and res.n_merged >= 20  # many objects lie on block borders
     assert res.n_objects == len(np.unique(whole)) - 1
     assert _bijection(whole, labels)  # pixel for pixel the same objects, one id each
+
+
+def test_stop_writes_the_blocks_done_with_global_ids(tmp_path):
+    seg, img = fake_segmenter(), disks_image()
+    seen = []
+
+    def stop():
+        seen.append(1)
+        return len(seen) >= 2  # after the second block
+
+    res = run(predict_large(seg, img, tmp_path / "out.zarr", lcfg=LargeConfig(block=100, margin=20), stop=stop))
+    labels = read_labels(tmp_path / "out.zarr")[:]
+    assert not res.complete and res.blocks_done == 2 and res.n_blocks == 9
+    assert labels[:100, :200].any() and not labels[100:].any() and not labels[:, 200:].any()
+    assert np.array_equal(np.unique(labels), np.arange(res.n_objects + 1))  # consecutive global ids
+    assert run(predict_large(seg, img, tmp_path / "full.zarr", lcfg=LargeConfig(block=100, margin=20))).complete
