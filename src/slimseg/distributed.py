@@ -124,16 +124,15 @@ def _plane(seg, image: str, channels: ChannelConfig | None):
 
 def block_task(src: BlockSource, index: tuple[int, int]):
     """Segment one block of a large image (on a worker or here)."""
-    from .large import segment_block
-    from .predict import predict
+    from .large import region_labels, segment_block
 
     _threads(src.threads)
     seg = _segmenter(src.model, src.engine)
     data = _plane(seg, src.image, src.channels)
     grid = block_grid(tuple(data.shape[:2]), src.lcfg.block)
-    fn = functools.partial(predict, seg.model_fn, norm=src.normalizer, cfg=src.cfg,
-                           in_channels=seg.model_config.in_channels)
-    return segment_block(fn, data, grid, index, src.lcfg.margin)
+    fn = functools.partial(region_labels, seg.model_fn, data, normalizer=src.normalizer, cfg=src.cfg,
+                           in_channels=seg.model_config.in_channels, multiple=seg.model_config.size_multiple)
+    return segment_block(fn, data.shape, grid, index, src.lcfg.margin)
 
 
 def predict_zarr(model: Any, job: Job, cfg: PredictConfig | None, channels: ChannelConfig | None,

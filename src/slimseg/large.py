@@ -1,10 +1,11 @@
 """Images larger than memory: block-wise prediction from a lazy array into a chunked OME-Zarr label store.
 
-The image is cut into square blocks (the store's chunks). Each block is read with a context margin
-and segmented whole by the ordinary tiled prediction; only its core is written, with block-local ids.
-Objects cut by a block border appear on both sides: where a block's labels reach into a neighbour's
-core (its margin) they are matched against the neighbour's own labels there, and pairs overlapping
-with IoU >= ``merge_iou`` are one object. A second pass writes global, consecutive ids. Memory is one
+The image is cut into square blocks (the store's chunks). Each block is segmented with a context margin;
+its probabilities come from the whole image's own tile plan (the tiles touching the block, read with
+them), so they equal whole-image prediction's pixel for pixel, and an object crossing a block border is
+the same object on both sides where the margin holds it whole. Only a block's core is written, with
+block-local ids. Where a block's labels reach into a neighbour's core (its margin) they are matched
+against the neighbour's own labels there, and pairs overlapping with IoU >= ``merge_iou`` are one object. A second pass writes global, consecutive ids. Memory is one
 block (plus margin) per block in flight and the margins waiting for a neighbour, never the image.
 """
 
@@ -36,7 +37,7 @@ _NORM_WINDOWS = 64  # windows read to fit the percentiles of a large image
 @dataclass(frozen=True)
 class LargeConfig:
     block: int = 2048  # core side of a block = the label store's chunk side
-    margin: int = 128  # context read around each block: more than an object's diameter
+    margin: int = 128  # context segmented around each block: at least an object's diameter
     merge_iou: float = 0.5  # objects of two blocks overlapping this much on a seam are one object
 
     def __post_init__(self) -> None:
@@ -119,11 +120,16 @@ def image_pixels(path: str | Path) -> int:
 
 
 def fit_normalizer(data: Any, cfg: NormConfig, window: int = 256) -> Normalizer:
-    """Percentiles of a large (H, W[, C]) array from a grid of windows, read one at a time."""
+    """Percentiles of a large (H, W[, C]) array from a grid of windows, read one at a time. An image that
+    the windows can cover side by side is read whole (window by window): the percentiles are then those
+    of in-memory prediction."""
     H, W = data.shape[:2]
     n = max(1, int(np.ceil(np.sqrt(_NORM_WINDOWS))))  # per axis; fewer where they would overlap
-    ys = np.unique(np.linspace(0, max(0, H - window), min(n, -(-H // window))).astype(int))
-    xs = np.unique(np.linspace(0, max(0, W - window), min(n, -(-W // window))).astype(int))
+    if -(-H // window) <= n and -(-W // window) <= n:
+        ys, xs = range(0, H, window), range(0, W, window)
+    else:
+        ys = np.unique(np.linspace(0, max(0, H - window), min(n, -(-H // window))).astype(int))
+        xs = np.unique(np.linspace(0, max(0, W - window), min(n, -(-W // window))).astype(int))
     sample = np.concatenate([np.asarray(data[y:y + window, x:x + window]).reshape(-1, *data.shape[2:])
                              for y in ys for x in xs])
     return Normalizer.fit(sample[:, None] if sample.ndim == 1 else sample[:, None, :], cfg)
@@ -139,15 +145,29 @@ class BlockResult:
     reach: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # labels in a neighbour's core
 
 
-def segment_block(predict_fn: Callable[[np.ndarray], Generator[Any, None, Any]], data: Any,
+def region_labels(model_fn: Callable[..., Any], data: Any, box: Box, normalizer: Normalizer, cfg: PredictConfig,
+                  in_channels: int = 1, multiple: int | None = None) -> np.ndarray:
+    """Instance labels of the ``box`` of a large (H, W[, C]) image, from probabilities equal to those of
+    whole-image prediction there: the tiles are the whole image's (:func:`~slimseg.predict.tile_plan`)
+    that touch the box, read as one window."""
+    from .predict import labels_from_probabilities, predict_probabilities, tile_plan
+
+    plan = tile_plan(*data.shape[:2], cfg, multiple).within(*box)
+    wy, wy1, wx, wx1 = plan.window
+    probs = run(predict_probabilities(model_fn, np.asarray(data[wy:wy1, wx:wx1]), normalizer, cfg, in_channels,
+                                      plan=plan.local()))
+    return labels_from_probabilities(probs[:, box[0] - wy:box[1] - wy, box[2] - wx:box[3] - wx], cfg)
+
+
+def segment_block(labels_fn: Callable[[Box], np.ndarray], shape: tuple[int, ...],
                   grid: dict[tuple[int, int], Box], index: tuple[int, int], margin: int) -> BlockResult:
-    """Segment one block with its margin; keep the core, and the labels reaching into the forward
-    neighbours' cores for matching there (only ids that are also in the core)."""
-    shape = tuple(data.shape[:2])
+    """Segment one block with its margin (``labels_fn``: the labels of a box of the image, e.g. a
+    :func:`region_labels` partial); keep the core, and the labels reaching into the forward neighbours'
+    cores for matching there (only ids that are also in the core)."""
+    shape = tuple(shape[:2])
     core = grid[index]
     region = _grow(core, margin, shape)
-    labels = run(predict_fn(np.asarray(data[region[0]:region[1], region[2]:region[3]]))).labels
-    labels = labels.astype(np.uint32, copy=False)
+    labels = labels_fn(region).astype(np.uint32, copy=False)
     cy, cx = core[0] - region[0], core[2] - region[2]
     mine = np.ascontiguousarray(labels[cy:cy + core[1] - core[0], cx:cx + core[3] - core[2]])
     ids, local = np.unique(mine, return_inverse=True)  # consecutive ids 1..n in the core
@@ -227,13 +247,20 @@ class LargeResult:
     n_objects: int
     n_blocks: int
     n_merged: int  # seam pairs joined
+    blocks_done: int | None = None  # fewer than n_blocks after a stop (the others are 0)
+
+    @property
+    def complete(self) -> bool:
+        return self.blocks_done is None or self.blocks_done == self.n_blocks
 
 
 def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: tuple[int, int], out: Path,
                      lcfg: LargeConfig = LargeConfig(), overwrite: bool = False, execute: Executor = serial,
-                     name: str = "labels") -> Generator[Progress, None, LargeResult]:
+                     name: str = "labels", stop: Callable[[], bool] | None = None
+                     ) -> Generator[Progress, None, LargeResult]:
     """Predict every block with ``block_fn`` (via ``execute``: here or on a cluster), write a label store
-    at ``out``: it appears only when complete (written beside it, then renamed)."""
+    at ``out``: it appears only when complete (written beside it, then renamed). Once ``stop()`` is true
+    (checked after each block) the blocks done so far are written, the others left 0."""
     zarr = zarr_module()
 
     out = Path(out)
@@ -251,7 +278,8 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
             pairs.extend((a, x, b, y) for x, y in seam_pairs(reach, store[box[0]:box[1], box[2]:box[3]],
                                                                lcfg.merge_iou))
 
-        for done, res in enumerate(execute(block_fn, list(grid)), 1):
+        results = execute(block_fn, list(grid))
+        for done, res in enumerate(results, 1):
             y0, y1, x0, x1 = grid[res.index]
             store[y0:y1, x0:x1] = res.core
             n_of[res.index] = res.n
@@ -263,11 +291,14 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
             for a in [a for (a, b) in waiting if b == res.index]:
                 match(a, res.index, waiting.pop((a, res.index)))
             yield Progress("blocks", done, len(grid), f"block {done} of {len(grid)}")
+            if stop is not None and stop() and done < len(grid):
+                getattr(results, "close", lambda: None)()  # a cluster's tasks are cancelled
+                break
         # global ids: each block's ids after the previous blocks'; seam pairs joined (union-find)
         offsets, total = {}, 0
         for idx in grid:
             offsets[idx] = total
-            total += n_of[idx]
+            total += n_of.get(idx, 0)
         parent = np.arange(total + 1, dtype=np.int64)
 
         def root(i: int) -> int:
@@ -284,28 +315,29 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
         final = np.zeros(total + 1, np.uint32)
         uniq = np.unique(roots[1:])
         final[1:] = (np.searchsorted(uniq, roots[1:]) + 1).astype(np.uint32)
-        for k, idx in enumerate(grid, 1):
+        for k, idx in enumerate(n_of, 1):
             y0, y1, x0, x1 = grid[idx]
             local = store[y0:y1, x0:x1]
             lut = final[offsets[idx]: offsets[idx] + n_of[idx] + 1].copy()
             lut[0] = 0
             store[y0:y1, x0:x1] = lut[local]
-            yield Progress("relabel", k, len(grid))
+            yield Progress("relabel", k, len(n_of))
         zarr.consolidate_metadata(str(tmp), zarr_format=2)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-        return LargeResult(out, shape, int(len(uniq)), len(grid), len(pairs))
+        return LargeResult(out, shape, int(len(uniq)), len(grid), len(pairs), len(n_of))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = None, lcfg: LargeConfig = LargeConfig(),
-                  channels=None, overwrite: bool = False, execute: Executor = serial, name: str = "image"
-                  ) -> Generator[Progress, None, LargeResult]:
+                  channels=None, overwrite: bool = False, execute: Executor = serial, name: str = "image",
+                  stop: Callable[[], bool] | None = None) -> Generator[Progress, None, LargeResult]:
     """Predict a 2D image given lazily (a dask or zarr array, an ``ImageData``, a path to a zarr store or
-    TIFF) block by block into an OME-Zarr label store at ``out``. A generator of progress events."""
+    TIFF) block by block into an OME-Zarr label store at ``out``. A generator of progress events; with
+    ``stop``, see :func:`predict_to_store`."""
     if isinstance(image, (str, Path)):
         name, image = str(image), open_lazy(image)
     std = seg.standardize(image, channels, name)
@@ -317,15 +349,15 @@ def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = 
     normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
     grid = block_grid(tuple(data.shape[:2]), lcfg.block)
 
-    def predict_fn(region: np.ndarray):
-        from .predict import predict
-
-        return predict(seg.model_fn, region, normalizer, cfg, seg.model_config.in_channels)
+    def labels_fn(box: Box) -> np.ndarray:
+        return region_labels(seg.model_fn, data, box, normalizer, cfg, seg.model_config.in_channels,
+                             seg.model_config.size_multiple)
 
     def block_fn(index: tuple[int, int]) -> BlockResult:
-        return segment_block(predict_fn, data, grid, index, lcfg.margin)
+        return segment_block(labels_fn, data.shape, grid, index, lcfg.margin)
 
-    return (yield from predict_to_store(block_fn, tuple(data.shape[:2]), Path(out), lcfg, overwrite, execute))
+    return (yield from predict_to_store(block_fn, tuple(data.shape[:2]), Path(out), lcfg, overwrite, execute,
+                                        stop=stop))
 
 
 def read_labels(path: str | Path) -> Any:
@@ -340,5 +372,5 @@ def store_attrs(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["LargeConfig", "LargeResult", "BlockResult", "TIFF_MAX_PIXELS", "block_grid", "open_lazy",
-           "image_pixels", "fit_normalizer", "segment_block", "seam_pairs", "ome_label_attrs",
+           "image_pixels", "fit_normalizer", "region_labels", "segment_block", "seam_pairs", "ome_label_attrs",
            "create_label_store", "predict_to_store", "predict_large", "read_labels", "serial"]

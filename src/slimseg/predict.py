@@ -29,24 +29,62 @@ class Prediction:
     probabilities: np.ndarray  # float16 (2, H, W): foreground, centredness
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of an image lie: ``th`` x ``tw`` tiles at rows ``ys`` and columns ``xs``, blended
+    over ``overlap`` pixels."""
+
+    th: int
+    tw: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    overlap: int
+
+    def within(self, y0: int, y1: int, x0: int, x1: int) -> TilePlan:
+        """The tiles touching rows [y0, y1) and columns [x0, x1): every pixel of that box gets these
+        tiles, and so the probabilities, that it gets in the whole image."""
+        return TilePlan(self.th, self.tw, tuple(y for y in self.ys if y < y1 and y + self.th > y0),
+                        tuple(x for x in self.xs if x < x1 and x + self.tw > x0), self.overlap)
+
+    @property
+    def window(self) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1) of the part of the image that the tiles cover."""
+        return self.ys[0], self.ys[-1] + self.th, self.xs[0], self.xs[-1] + self.tw
+
+    def local(self) -> TilePlan:
+        """The same tiles in the coordinates of :attr:`window`."""
+        y0, x0 = self.ys[0], self.xs[0]
+        return TilePlan(self.th, self.tw, tuple(y - y0 for y in self.ys), tuple(x - x0 for x in self.xs),
+                        self.overlap)
+
+
+def tile_plan(height: int, width: int, cfg: PredictConfig, multiple: int | None = None) -> TilePlan:
+    """The tiles of a ``height`` x ``width`` image. With ``multiple`` (the model's size step) they are
+    planned to waste the fewest pixels (:func:`~slimseg.data.tiling.plan_tiles`); without it they are
+    ``cfg.tile`` squares as in training."""
+    th, tw = min(cfg.tile, height), min(cfg.tile, width)
+    ov = min(cfg.overlap, th // 2 - 1, tw // 2 - 1) if min(th, tw) > 2 else 0
+    if multiple is None:
+        ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
+    else:
+        (th, ys), (tw, xs) = plan_tiles(height, th, ov, multiple), plan_tiles(width, tw, ov, multiple)
+    return TilePlan(th, tw, tuple(ys), tuple(xs), ov)
+
+
 def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
                           cfg: PredictConfig = PredictConfig(), in_channels: int = 1,
-                          out_channels: int = 2, multiple: int | None = None
+                          out_channels: int = 2, multiple: int | None = None, plan: TilePlan | None = None
                           ) -> Generator[Progress, None, np.ndarray]:
     """Yield progress per tile row; return float16 sigmoid probabilities (out_channels, H, W).
 
-    With ``multiple`` (the model's size step) tiles are planned to waste the fewest pixels
-    (:func:`~slimseg.data.tiling.plan_tiles`); without it they are ``cfg.tile`` squares as in training."""
+    Tiles as :func:`tile_plan` places them (``multiple``: see there), or as ``plan`` says (part of a
+    larger image's plan in the coordinates of the window it covers: :meth:`TilePlan.local`)."""
     image = as_image(image, in_channels)
     normalize = norm if isinstance(norm, Normalizer) else Normalizer.fit(image, norm)
     H, W = image.shape[:2]
-    th, tw = min(cfg.tile, H), min(cfg.tile, W)
-    ov = min(cfg.overlap, th // 2 - 1, tw // 2 - 1) if min(th, tw) > 2 else 0
-    if multiple is None:
-        ys, xs = tile_starts(H, th, ov), tile_starts(W, tw, ov)
-    else:
-        (th, ys), (tw, xs) = plan_tiles(H, th, ov, multiple), plan_tiles(W, tw, ov, multiple)
-    window = blend_window(th, tw, ov)
+    plan = plan or tile_plan(H, W, cfg, multiple)
+    th, tw, ys, xs = plan.th, plan.tw, plan.ys, plan.xs
+    window = blend_window(th, tw, plan.overlap)
     out = np.empty((out_channels, H, W), np.float16)
     acc = np.zeros((out_channels, th, W), np.float32)
     wacc = np.zeros((th, W), np.float32)
@@ -76,10 +114,9 @@ def batch_shapes(height: int, width: int, cfg: PredictConfig, in_channels: int, 
                  ) -> set[tuple[int, int, int, int]]:
     """The (N, C, H, W) shapes the model is called with on a ``height`` x ``width`` image (planned
     tiles, padded to ``multiple`` as the model pads them): what a compiled model specialises for."""
-    th, tw = min(cfg.tile, height), min(cfg.tile, width)
-    ov = min(cfg.overlap, th // 2 - 1, tw // 2 - 1) if min(th, tw) > 2 else 0
-    (th, _), (tw, xs) = plan_tiles(height, th, ov, multiple), plan_tiles(width, tw, ov, multiple)
-    th, tw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
+    plan = tile_plan(height, width, cfg, multiple)
+    xs = plan.xs
+    th, tw = -(-plan.th // multiple) * multiple, -(-plan.tw // multiple) * multiple
     counts = {min(cfg.batch_size, len(xs) - b) for b in range(0, len(xs), cfg.batch_size)}
     return {(n, in_channels, th, tw) for n in counts}
 

@@ -58,8 +58,10 @@ def test_a_lazy_input_is_read_only_by_blocks(tmp_path):
     lcfg = LargeConfig(block=100, margin=20)
     run(predict_large(seg, lazy, tmp_path / "out.zarr", lcfg=lcfg))
     biggest = max(h * w for h, w in lazy.reads)
-    assert biggest <= (100 + 2 * 20) ** 2 < img.size
-    assert sum(h * w for h, w in lazy.reads) < 3 * img.size  # each block once, plus margins and the percentiles
+    tile = seg.predict_config.tile  # a block is read with the whole image's tiles that touch it and its margin
+    assert biggest <= (100 + 2 * 20 + 2 * tile) ** 2 < img.size
+    # each block once with its margin and tiles (large here next to a 100-pixel block), plus the percentiles
+    assert sum(h * w for h, w in lazy.reads) < 5 * img.size
 
 
 def test_dask_array_input_and_ome_zarr_metadata(tmp_path):
@@ -145,3 +147,47 @@ def test_unreachable_scheduler_fails_fast(tmp_path, data_folder, trained, capsys
                  "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert time.perf_counter() - t0 < 30
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def wide_context_model(x):
+    """Like the fake model, with a 31-pixel context: its output near a tile's edge depends on where the
+    tile lies, as a U-Net's does."""
+    from _fake_model import local_model
+    from torch.nn.functional import avg_pool2d
+
+    out = local_model(x)
+    context = avg_pool2d(x[:, :1], 31, stride=1, padding=15, count_include_pad=False)
+    return out + (context - 0.3) * 8
+
+
+def test_block_labels_equal_whole_image_labels_with_a_model_that_sees_context(tmp_path):
+    seg, img = fake_segmenter(tile=64, overlap=16), disks_image(size=260, n=110)
+    seg.model_fn = wide_context_model
+    for k in (100, 200):  # objects right on the block borders, in both directions
+        for c in range(10, 250, 24):
+            yy, xx = np.mgrid[:260, :260]
+            img[((yy - k) ** 2 + (xx - c) ** 2 <= 36) | ((yy - c) ** 2 + (xx - k) ** 2 <= 36)] = 1000
+    whole = run(seg.predict_events(img)).labels  # in memory, as Segmenter.predict does
+    res = run(predict_large(seg, img, tmp_path / "out.zarr", lcfg=LargeConfig(block=100, margin=24)))
+    labels = read_labels(tmp_path / "out.zarr")[:]
+    crossing = {int(i) for i in np.unique(whole[[99, 100, 199, 200]]) if i} | \
+        {int(i) for i in np.unique(whole[:, [99, 100, 199, 200]]) if i}
+    assert len(crossing) >= 20 and res.n_merged >= 20  # many objects lie on block borders
+    assert res.n_objects == len(np.unique(whole)) - 1
+    assert _bijection(whole, labels)  # pixel for pixel the same objects, one id each
+
+
+def test_stop_writes_the_blocks_done_with_global_ids(tmp_path):
+    seg, img = fake_segmenter(), disks_image()
+    seen = []
+
+    def stop():
+        seen.append(1)
+        return len(seen) >= 2  # after the second block
+
+    res = run(predict_large(seg, img, tmp_path / "out.zarr", lcfg=LargeConfig(block=100, margin=20), stop=stop))
+    labels = read_labels(tmp_path / "out.zarr")[:]
+    assert not res.complete and res.blocks_done == 2 and res.n_blocks == 9
+    assert labels[:100, :200].any() and not labels[100:].any() and not labels[:, 200:].any()
+    assert np.array_equal(np.unique(labels), np.arange(res.n_objects + 1))  # consecutive global ids
+    assert run(predict_large(seg, img, tmp_path / "full.zarr", lcfg=LargeConfig(block=100, margin=20))).complete

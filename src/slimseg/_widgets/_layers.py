@@ -40,6 +40,11 @@ def _base_data(layer: Any) -> Any:
     return data
 
 
+def is_lazy(layer: Any) -> bool:
+    """The layer's pixels are not all in memory: multiscale, or backed by a dask or zarr array."""
+    return bool(getattr(layer, "multiscale", False)) or not isinstance(_base_data(layer), np.ndarray)
+
+
 def planes(layer: Any) -> list[np.ndarray]:
     """The 2D images of an Image or Labels layer: one for a 2D layer, N for an (N, H, W) stack.
 
@@ -71,12 +76,13 @@ def _axes(layer: Any, ndim: int) -> str | None:
     return ("Q" * (ndim - 3) + "YXS") if rgb else None
 
 
-def layer_image(layer: Any, channel_layers: Sequence[Any] = ()) -> ImageData:
-    """A copy of an Image layer's data with its axes; with ``channel_layers``, those layers' data are
+def layer_image(layer: Any, channel_layers: Sequence[Any] = (), copy: bool = True) -> ImageData:
+    """A copy of an Image layer's data with its axes (``copy=False``: the layer's own array, lazy where
+    it is: the full resolution of a multiscale layer); with ``channel_layers``, those layers' data are
     further channels (a new last axis, in order), each of the layer's shape."""
     if layer is None:
         raise InputError("no layer chosen; pick one in the widget's drop-down (open an image first)")
-    data = np.array(_base_data(layer))
+    data = np.array(_base_data(layer)) if copy or channel_layers else _base_data(layer)
     axes = _axes(layer, data.ndim)
     others = [other for other in channel_layers if other is not layer]
     if not others:

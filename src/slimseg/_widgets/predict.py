@@ -1,5 +1,7 @@
 """The Predict widget: model + Image layer (2D or a stack; channels on an axis or in several layers) ->
-Labels layer of instances of the same planes (and optionally the probability map)."""
+Labels layer of instances of the same planes (and optionally the probability map). A lazy 2D layer (dask
+or zarr backed, or multiscale: its full resolution) is segmented block by block into a zarr label store,
+shown as a lazy Labels layer, without reading the image whole."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -20,7 +23,7 @@ from magicgui.widgets import (
 
 from ..errors import InputError
 from ..events import Progress
-from ._layers import CHANNEL_AXES, layer_choices, layer_image, placed_like, put_layer
+from ._layers import CHANNEL_AXES, is_lazy, layer_choices, layer_image, placed_like, put_layer
 from ._models import ModelPicker
 from ._session import runnable
 from ._style import MAX_WIDTH
@@ -49,6 +52,33 @@ def overall_progress(gen, n: int):
         yield Progress("predict", int(1000 * min(done + frac, n) / n), 1000, message)
 
 
+def block_progress(gen):
+    """Relay a block-wise prediction's events as overall Progress (0..1000): per block, then the
+    numbering pass; return its result."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as end:
+            return end.value
+        if isinstance(event, Progress) and event.total:
+            if event.stage == "blocks":
+                yield Progress("predict", 900 * event.done // event.total, 1000, event.message)
+            elif event.stage == "relabel":
+                yield Progress("predict", 900 + 100 * event.done // event.total, 1000, "numbering the objects")
+
+
+def predict_blocks(mf: Any, name: str, image: Any, target: Any, settings: dict, channels: Any, block: int,
+                   stop: Any):
+    """Generator: segment a lazy 2D image block by block into the label store ``target``; return the
+    :class:`~slimseg.large.LargeResult` (after Stop: the blocks done so far are in the store)."""
+    from ..large import LargeConfig, predict_large
+
+    seg = runnable(mf, name)
+    gen = predict_large(seg, image, target, cfg=seg.settings(**settings), lcfg=LargeConfig(block=block),
+                        channels=channels, name=name, stop=stop.is_set)
+    return (yield from block_progress(gen))
+
+
 def predict_stack(mf: Any, name: str, stack: Any, settings: dict, stop: Any, keep_probabilities: bool):
     """Generator: segment every plane of ``stack`` (the core's layout) with the model's own prediction
     settings changed by ``settings``; return the :class:`~slimseg.stacks.StackResult`, which after Stop
@@ -62,6 +92,7 @@ class PredictWidget(JobHost, Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from .. import segmenter  # noqa: F401  (import in the GUI thread, not the worker: see TrainWidget)
         from ..config import PredictConfig
+        from ..large import LargeConfig
 
         cfg = PredictConfig()  # the form starts from its defaults
 
@@ -93,6 +124,12 @@ class PredictWidget(JobHost, Container):
                                                    "lower it if touching nuclei are merged")
         self.min_size = SpinBox(label="min object size", value=cfg.min_size, min=0, max=100000, tooltip="pixels")
         self.probabilities = CheckBox(text="also show the probability map", value=False)
+        self.block = SpinBox(label="block size", value=LargeConfig().block, min=64, max=16384, step=64,
+                             tooltip="lazy (dask, zarr, multiscale) images are segmented in blocks of this side, "
+                                     "read one at a time")
+        self.store = FileEdit(label="label store", mode="w", filter="zarr (*.zarr)",
+                              tooltip="where the labels of a lazy image are written (a new .zarr folder; "
+                                      "default: a temporary folder)")
         self.new_layer = CheckBox(text="new layers (keep earlier results)", value=False)
         self.run_button = PushButton(text="Segment")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -103,7 +140,7 @@ class PredictWidget(JobHost, Container):
         super().__init__(widgets=[self.model, self.image, self.more_channels, self.channel_axis, self.channels,
                                   self.tile, self.overlap, self.tta, self.stitch, self.own_thresholds,
                                   self.threshold, self.seed_threshold, self.min_size, self.probabilities,
-                                  self.new_layer,
+                                  self.block, self.store, self.new_layer,
                                   buttons, self.progress, self.status])
         self.max_width = MAX_WIDTH
         self.status.native.setWordWrap(True)
@@ -167,33 +204,84 @@ class PredictWidget(JobHost, Container):
                 raise InputError("a prediction is already running; wait for it or press Stop")
             layer = self.image.value
             extra = [lay for lay in self.more_channels.value if lay is not layer]
-            image = layer_image(layer, extra)
+            lazy = layer is not None and is_lazy(layer) and not extra
+            image = layer_image(layer, extra, copy=not lazy)  # a lazy stack is read plane by plane
             name, mf = self.model.selected()
             chan = self.channel_config(1 + len(extra))
             stack = standardize(image, in_channels=mf.model_config.in_channels,
                                 channels=chan.channels or mf.model_config.channels,
                                 channel_axis=chan.channel_axis, name=f"layer {layer.name!r}")
-            as_image(next(stack.planes())[1], mf.model_config.in_channels, name=f"layer {layer.name!r}")
+            blockwise = self._blockwise(stack, lazy)
+            first = stack.data[:64, :64] if blockwise else next(stack.planes())[1]
+            as_image(first, mf.model_config.in_channels, name=f"layer {layer.name!r}")
             settings = self.settings()
+            target = self.store_target() if blockwise else None
         except InputError as err:
             notify_error(err, "Predict")
             return None
         keep_probs, new = self.probabilities.value, self.new_layer.value
         source_axis = stack.channel_axis if not extra else None
+        block = self.block.value
 
         def body(stop):
+            if blockwise:
+                return (yield from predict_blocks(mf, name, image, target, settings, chan, block, stop))
             return (yield from predict_stack(mf, name, stack, settings, stop, keep_probs))
 
         def done(result):
-            if result is not None and not self.closed:
+            if result is None or self.closed:
+                return
+            if blockwise:
+                self.show_blocks(layer, name, result, new=new, channel_axis=source_axis)
+            else:
                 self.show_result(layer, name, result, new=new, channel_axis=source_axis)
 
         self.progress.value = 0
         planes = f" ({int(np.prod(stack.plane_shape))} planes)" if stack.plane_axes else ""
-        self.status.value = f"segmenting {layer.name!r}{planes} with {name!r} ..."
+        blocks = f" block by block into {str(target)!r}" if blockwise else ""
+        self.status.value = f"segmenting {layer.name!r}{planes} with {name!r}{blocks} ..."
         self.job = Job(body, "Predict", on_event=self._on_event, on_done=done, on_finished=self._on_finished)
         self.run_button.enabled, self.stop_button.enabled = False, True
         return self.job
+
+    @staticmethod
+    def _blockwise(stack: Any, lazy: bool) -> bool:
+        """A 2D image goes block by block when it is lazy, or too large to hold its labels in memory."""
+        from ..large import TIFF_MAX_PIXELS
+
+        if stack.plane_axes:
+            return False
+        return lazy or int(stack.data.shape[0]) * int(stack.data.shape[1]) > TIFF_MAX_PIXELS
+
+    def store_target(self) -> Any:
+        """The label store to write: the one chosen (which must not exist), else a new temporary folder's."""
+        import tempfile
+        from pathlib import Path
+
+        chosen = str(self.store.value)
+        if chosen in ("", "."):
+            return Path(tempfile.mkdtemp(prefix="slimseg-labels-")) / "labels.zarr"
+        target = Path(chosen)
+        if target.exists():
+            raise InputError(f"label store {target} exists already; choose a new name, or delete it first")
+        return target
+
+    def show_blocks(self, layer: Any, model_name: str, result: Any, new: bool = False,
+                    channel_axis: int | None = None) -> None:
+        """Show a :class:`~slimseg.large.LargeResult` as a Labels layer read lazily from its store."""
+        import dask.array as da
+
+        from ..large import read_labels
+
+        key = f"predict:{layer.name}"
+        labels, drop = placed_like(da.from_zarr(read_labels(result.path)), layer, channel_axis)
+        out = put_layer(self.viewer, labels, "labels", f"{layer.name} segmentation", layer, key, new=new,
+                        drop_axis=drop)
+        out.metadata["slimseg_model"] = model_name
+        out.metadata["slimseg_store"] = str(result.path)
+        done = "" if result.complete else f" (stopped: {result.blocks_done} of {result.n_blocks} blocks done)"
+        self.status.value = (f"{result.n_objects} objects in {layer.name!r} -> layer {out.name!r}, labels in "
+                             f"{str(result.path)!r}{done}")
 
     def show_result(self, layer: Any, model_name: str, result: Any, new: bool = False,
                     channel_axis: int | None = None) -> None:
