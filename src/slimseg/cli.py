@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, TrainingFailedError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -223,6 +223,8 @@ def cmd_train(a: argparse.Namespace) -> int:
             result, metrics = _train(images, labels, names, a, stop, start=start)
         except Stopped as stopped:
             return _save_stopped(stopped.result, out, a.overwrite)
+        except TrainingFailedError as err:
+            raise TrainingFailedError(f"{err} (--lr, --epochs); {out} was not written") from None
         io.save(to_model_file(result, {"validation": metrics} if metrics else None), out, overwrite=a.overwrite)
     if metrics:
         print(format_table({"validation": metrics}))

@@ -11,3 +11,7 @@ class InputError(ValueError):
 
 class ModelFileError(InputError):
     """A model file that cannot be read safely (corrupt, truncated, foreign or from a newer format)."""
+
+
+class TrainingFailedError(InputError):
+    """A training run that learned nothing usable (see ``slimseg.training.FAILED_DICE``); no model is kept."""

@@ -4,9 +4,16 @@ Aggregation is always stated:
 - *pooled*: confusion counts summed over all images, then one score (big images weigh more);
 - *per-image mean*: one score per image, then the mean (every image weighs the same).
 
-Empty-mask policy: when a score's denominator is zero because both prediction and ground truth are
-empty, the prediction is perfect and the score is 1.0 (``EMPTY_SCORE``). A score whose denominator is
-zero for another reason (precision with no predicted pixels but some true ones) is 0.0.
+Instance matching counts as ``stardist.matching`` does: a true and a predicted object match at
+IoU >= threshold (IoU rounded to float32), one-to-one, with as many matches as possible; pooled instance
+scores sum TP/FP/FN over images first (``matching_dataset(by_image=False)``); the DSB score is each
+image's mean over IoU 0.5..0.95 of TP / (TP + FP + FN), then the mean over images.
+
+Empty-mask policy. Pixel scores: when a denominator is zero because both prediction and ground truth
+are empty, the prediction is perfect and the score is 1.0 (``EMPTY_SCORE``); a denominator zero for
+another reason (precision with no predicted pixels but some true ones) gives 0.0. Instance scores
+(precision, recall, F1, accuracy, DSB) are 0.0 whenever TP is 0, also when both images hold no
+objects, as in stardist.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from .errors import InputError
 
@@ -103,41 +112,107 @@ def iou_table(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def match_counts(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:
-    """(TP, FP, FN) of a one-to-one matching at IoU > ``threshold``.
-
-    For ``threshold >= 0.5`` a pair above it is unique in its row and column, so counting pairs is an
-    exact one-to-one matching.
-    """
-    if threshold < 0.5:
-        raise InputError("instance matching needs an IoU threshold >= 0.5 (one-to-one)")
+    """(TP, FP, FN) of the one-to-one matching at IoU >= ``threshold`` with the most matches, for an
+    IoU matrix (true objects as rows, predicted ones as columns)."""
+    ok = _candidates(np.asarray(iou, np.float32), threshold)
     n_true, n_pred = iou.shape
-    tp = int(np.count_nonzero(iou > threshold))
+    tp = _max_matches(*np.nonzero(ok))
     return tp, n_pred - tp, n_true - tp
 
 
+def _candidates(iou32: np.ndarray, threshold: float) -> np.ndarray:
+    if threshold < 0.5:
+        raise InputError("instance matching needs an IoU threshold >= 0.5 (a pair above 0.5 is unique, "
+                         "so only ties at 0.5 need an assignment)")
+    return iou32 >= np.float32(threshold)  # compared in float32, as stardist does
+
+
+def _max_matches(rows: np.ndarray, cols: np.ndarray) -> int:
+    """Size of the largest one-to-one matching among candidate pairs (``rows[i]`` with ``cols[i]``).
+
+    stardist's ``linear_sum_assignment`` with costs ``-(iou >= thr) - iou / (2 n)`` maximises this size
+    (its tie-break term sums to at most 1/2). A pair alone in its row and column is matched on its own;
+    only the rest (ties at IoU 0.5) go to a sparse maximum bipartite matching."""
+    if rows.size == 0:
+        return 0
+    alone = (np.bincount(rows)[rows] == 1) & (np.bincount(cols)[cols] == 1)
+    tp = int(np.count_nonzero(alone))
+    if tp < rows.size:
+        r_ids, r = np.unique(rows[~alone], return_inverse=True)
+        c_ids, c = np.unique(cols[~alone], return_inverse=True)
+        graph = csr_matrix((np.ones(r.size, np.int8), (r, c)), shape=(r_ids.size, c_ids.size))
+        tp += int(np.count_nonzero(maximum_bipartite_matching(graph, perm_type="column") >= 0))
+    return tp
+
+
+def _overlapping_pairs(pred_labels: np.ndarray, true_labels: np.ndarray):
+    """(number of true objects, of predicted objects, true index, predicted index, float32 IoU) of every
+    pair of objects that overlap: a sparse :func:`iou_table`, cheap for thousands of objects."""
+    _check_pair(pred_labels, true_labels)
+    t_obj, n_t = _object_index(true_labels)
+    p_obj, n_p = _object_index(pred_labels)
+    t_area = np.bincount(t_obj[t_obj >= 0], minlength=n_t)
+    p_area = np.bincount(p_obj[p_obj >= 0], minlength=n_p)
+    both = (t_obj >= 0) & (p_obj >= 0)
+    keys = t_obj[both] * max(n_p, 1) + p_obj[both]
+    if n_t * n_p <= 4 * keys.size + 65536:
+        inter = np.bincount(keys, minlength=n_t * n_p)
+        keys = np.flatnonzero(inter)
+        inter = inter[keys]
+    else:
+        keys, inter = np.unique(keys, return_counts=True)
+    rows, cols = np.divmod(keys, max(n_p, 1))
+    iou = (inter / (t_area[rows] + p_area[cols] - inter)).astype(np.float32)
+    return n_t, n_p, rows, cols, iou
+
+
+def _object_index(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """(each pixel's object index 0..n-1, or -1 on the background; n)."""
+    ids, inv = _dense_ids(np.asarray(labels))
+    keep = ids != 0
+    index = np.cumsum(keep) - 1
+    index[~keep] = -1
+    return index[inv], int(np.count_nonzero(keep))
+
+
+def instance_counts(pred_labels: np.ndarray, true_labels: np.ndarray,
+                    thresholds=(0.5,)) -> list[tuple[int, int, int]]:
+    """(TP, FP, FN) of one image at each IoU threshold (see the module docstring)."""
+    n_t, n_p, rows, cols, iou = _overlapping_pairs(pred_labels, true_labels)
+    out = []
+    for thr in thresholds:
+        ok = _candidates(iou, float(thr))
+        tp = _max_matches(rows[ok], cols[ok])
+        out.append((tp, n_p - tp, n_t - tp))
+    return out
+
+
+def instance_prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Instance precision, recall, F1 and accuracy TP / (TP + FP + FN); all 0.0 when TP is 0."""
+    if tp == 0:
+        return {"instance_precision": 0.0, "instance_recall": 0.0, "instance_f1": 0.0, "instance_accuracy": 0.0}
+    return {"instance_precision": tp / (tp + fp), "instance_recall": tp / (tp + fn),
+            "instance_f1": 2 * tp / (2 * tp + fp + fn), "instance_accuracy": tp / (tp + fp + fn)}
+
+
 def instance_scores(pred_labels: np.ndarray, true_labels: np.ndarray) -> dict[str, float]:
-    """Per-image instance scores: counts at IoU 0.5 and the DSB2018 score (mean over IoU
-    0.5..0.95 of TP / (TP + FP + FN)). An image with no objects in either is scored 1.0."""
-    iou = iou_matrix(pred_labels, true_labels)
-    tp, fp, fn = match_counts(iou, 0.5)
-    aps = []
-    for thr in DSB_THRESHOLDS:
-        a, b, c = match_counts(iou, float(thr))
-        aps.append(_ratio(a, a + b + c, a + b + c == 0))
-    return {"tp": tp, "fp": fp, "fn": fn, "dsb_score": float(np.mean(aps))}
+    """Per-image instance scores: counts and :func:`instance_prf` at IoU >= 0.5, and the DSB2018 score
+    (mean over IoU 0.5..0.95 of TP / (TP + FP + FN), 0 at a threshold without TP)."""
+    counts = instance_counts(pred_labels, true_labels, DSB_THRESHOLDS)
+    tp, fp, fn = counts[0]
+    aps = [instance_prf(*c)["instance_accuracy"] for c in counts]
+    return {"tp": tp, "fp": fp, "fn": fn, **instance_prf(tp, fp, fn), "dsb_score": float(np.mean(aps))}
 
 
 def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    empty = tp + fp + fn == 0
-    precision = _ratio(tp, tp + fp, empty)
-    recall = _ratio(tp, tp + fn, empty)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn, empty)
-    return precision, recall, f1
+    """Instance precision, recall, F1 of counts (0.0 when TP is 0); see :func:`instance_prf`."""
+    s = instance_prf(tp, fp, fn)
+    return s["instance_precision"], s["instance_recall"], s["instance_f1"]
 
 
-def _pooled_prf(instance: list[dict[str, float]]) -> tuple[float, float, float]:
-    """Instance precision, recall, F1 of per-image :func:`instance_scores`, pooled (counts summed)."""
-    return prf(*(sum(int(s[k]) for s in instance) for k in ("tp", "fp", "fn")))
+def _pooled(instance: list[dict[str, float]]) -> dict[str, float]:
+    """Instance precision, recall, F1, accuracy of per-image :func:`instance_scores`, pooled (counts summed)."""
+    return instance_prf(*(sum(int(s[k]) for s in instance) for k in ("tp", "fp", "fn")))
 
 
 def pooled_dice(masks, truths) -> float:
@@ -147,8 +222,12 @@ def pooled_dice(masks, truths) -> float:
 
 
 def pooled_instance_f1(preds, truths) -> float:
-    """Instance F1 at IoU 0.5 of paired instance-label images, pooled over them (counts summed)."""
-    return _pooled_prf([instance_scores(p, t) for p, t in zip(preds, truths, strict=True)])[2]
+    """Instance F1 at IoU >= 0.5 of paired instance-label images, pooled over them (counts summed)."""
+    tp = fp = fn = 0
+    for p, t in zip(preds, truths, strict=True):
+        a, b, c = instance_counts(p, t)[0]
+        tp, fp, fn = tp + a, fp + b, fn + c
+    return instance_prf(tp, fp, fn)["instance_f1"]
 
 
 @dataclass
@@ -167,7 +246,7 @@ class SegmentationScores:
 
     def summary(self) -> dict[str, float]:
         """Pixel scores pooled over images (keys ``dice``...), their per-image means (``*_mean``),
-        instance P/R/F1 at IoU 0.5 pooled over images, and the DSB score as a per-image mean."""
+        instance P/R/F1/accuracy at IoU >= 0.5 pooled over images, and the DSB score as a per-image mean."""
         n = len(self.pixel)
         if n == 0:
             raise InputError("no images were scored")
@@ -176,7 +255,7 @@ class SegmentationScores:
         out: dict[str, float] = {"n_images": n, **pooled}
         for key in ("dice", "jaccard", "precision", "recall"):
             out[f"{key}_mean"] = float(np.mean([s[key] for s in per_image]))
-        out["instance_precision"], out["instance_recall"], out["instance_f1"] = _pooled_prf(self.instance)
+        out.update(_pooled(self.instance))
         out["dsb_score"] = float(np.mean([s["dsb_score"] for s in self.instance]))
         return out
 

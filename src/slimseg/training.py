@@ -3,6 +3,8 @@
 The trainer keeps the best model (by validation Dice) as it goes, so a run stopped from outside
 (the widget's Stop, a closed generator) still has :meth:`Trainer.result`. Between epochs it can write
 a :mod:`~slimseg.checkpoint` that :meth:`Trainer.restore` continues from, as if never stopped.
+A run that ends without learning (best validation Dice below ``FAILED_DICE`` although the validation
+labels hold objects) raises :class:`~slimseg.errors.TrainingFailedError` instead of returning a result.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .data.checks import check_pairs
 from .data.normalize import Normalizer
 from .data.patches import PatchSampler, split_indices, split_regions, targets_from_labels
 from .device import resolve_device, use_bf16
-from .errors import InputError
+from .errors import InputError, TrainingFailedError
 from .events import EpochEnd, Message, run
 from .losses import parse_loss
 from .metrics import pooled_dice
@@ -41,6 +43,8 @@ from .tune import tune_thresholds
 BN_BATCHES_EPOCH = 4
 BN_BATCHES_FINAL = 16
 VAL_PREDICT = PredictConfig(tile=512, overlap=32, batch_size=4)  # how validation images are predicted
+# A best validation Dice below this means the model finds (almost) none of the objects: a failed run, not a model.
+FAILED_DICE = 0.05
 
 
 @dataclass
@@ -203,7 +207,20 @@ class Trainer:
             self._result.stop_reason = reason
             if reason == "early stopping":
                 yield Message(f"early stopping: no better validation Dice for {cfg.patience} epochs")
+        self._check_learned()
         return self.result()
+
+    def _check_learned(self) -> None:
+        """Raise :class:`TrainingFailedError` when the best validation Dice is below ``FAILED_DICE`` and the
+        validation labels hold objects. Without such labels the Dice cannot tell (a diverged loss is
+        caught by the step loop)."""
+        best = self._result.best_val_dice
+        if any(lab.any() for _, lab in self.val) and not best >= FAILED_DICE:  # also NaN
+            lr = self.lr if self.lr is not None else default_lr(self.config.optimizer)
+            raise TrainingFailedError(
+                f"training failed: the best validation Dice is {best:.4f} after {len(self._result.history)} "
+                f"epoch(s) (below {FAILED_DICE}), so the model finds almost none of the objects; lower the "
+                f"learning rate (it was {lr:g}), check that the labels match the images, or train for more epochs")
 
     def _stop_reason(self, elapsed: float) -> str | None:
         """Why training ends after the epoch just done (besides the epoch count), or None."""

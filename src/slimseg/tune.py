@@ -17,7 +17,7 @@ SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def instance_f1(probabilities: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: PredictConfig) -> float:
-    """Instance F1 (IoU 0.5, pooled over the images) of the instances ``cfg`` makes of ``probabilities``."""
+    """Instance F1 (IoU >= 0.5, pooled over the images) of the instances ``cfg`` makes of ``probabilities``."""
     return pooled_instance_f1((labels_from_probabilities(p, cfg) for p in probabilities), labels)
 
 

@@ -157,3 +157,23 @@ def test_channels_chosen_by_index_are_recorded_and_checked(tmp_path, disks, caps
     with pytest.raises(SystemExit) as ex:  # argparse's own exit for a malformed option
         main(["predict", str(model), str(tmp_path / "ambiguous.tif"), "--out", str(out), "--channels", "0,x"])
     assert ex.value.code == 2 and "not a comma-separated list of whole numbers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_training_run_that_learned_nothing_exits_2_and_writes_nothing(tmp_path, data_folder, capsys, existing):
+    out = tmp_path / "m.slimseg"
+    if existing:
+        out.write_bytes(b"the previous model")
+    # SGD at a huge learning rate diverges: the validation Dice is 0 after every epoch
+    args = ["train", str(data_folder), "--out", str(out), *FAST, "--optimizer", "sgd", "--lr", "1e6"]
+    args += ["--overwrite"] if existing else []
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "training failed" in err and "validation Dice" in err
+    assert "lower the learning rate" in err and "labels match the images" in err and "more epochs" in err
+    assert "not written" in err
+    if existing:
+        assert out.read_bytes() == b"the previous model"
+    else:
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["data", "m.slimseg"] if existing else ["data"])

@@ -139,9 +139,14 @@ def test_training_on_one_image_validates_on_a_region_of_it():
                                                   device="cpu", bf16="off"), ModelConfig.from_depth(2, 4))
     assert trainer.split == {"train": ["image 0 [rows 0-160]"], "val": ["image 0 [rows 160-200]"]}
     assert [img.shape for img, _ in trainer.val] == [(40, 200)] and trainer.sampler.images[0].shape[-2] == 160
+    from slimseg.errors import TrainingFailedError
     from slimseg.events import run
 
-    assert not np.isnan(run(trainer.fit()).history[0]["val_dice"])  # validation ran
+    try:
+        history = run(trainer.fit()).history
+    except TrainingFailedError:  # one step may learn next to nothing: refused, but it was validated
+        history = trainer.result(recalibrate=False).history
+    assert not np.isnan(history[0]["val_dice"])  # validation ran
 
 
 def _disk_grid(size=512, spacing=40, radius=10):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from slimseg.config import ModelConfig, TrainConfig
-from slimseg.errors import InputError
+from slimseg.errors import InputError, TrainingFailedError
 from slimseg.events import EpochEnd, Message, StepEnd, run
-from slimseg.training import Trainer, to_model_file
+from slimseg.training import FAILED_DICE, Trainer, to_model_file
 
 TINY = ModelConfig(widths=(8, 16))
 
@@ -90,3 +90,20 @@ def test_images_smaller_than_a_patch_are_padded():
     lab = (img > 0).astype(np.uint8)
     result = run(Trainer([img, img], [lab, lab], cfg(epochs=1, patch_size=64), TINY).fit())
     assert len(result.history) == 1
+
+
+def test_a_run_that_learned_nothing_raises_instead_of_returning_a_model(disks):
+    images, labels = disks
+    trainer = Trainer(images, labels, cfg(epochs=2, optimizer="sgd", lr=1e6, patches_per_epoch=8), TINY)
+    with pytest.raises(TrainingFailedError, match=r"training failed.*validation Dice is 0.0000.*lower the learning"):
+        run(trainer.fit())
+    assert issubclass(TrainingFailedError, InputError)  # the CLI's exit code 2, the widgets' notification
+    assert max(row["val_dice"] for row in trainer._result.history) < FAILED_DICE
+
+
+def test_without_a_validation_split_the_dice_does_not_fail_a_run(disks):
+    images, labels = disks
+    # nothing to judge by (the Dice is NaN), so the run returns its model
+    result = run(Trainer(images, labels, cfg(epochs=1, optimizer="sgd", lr=1e6, patches_per_epoch=8,
+                                             val_fraction=0), TINY).fit())
+    assert math.isnan(result.best_val_dice)

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..events import Progress
 from ..files import atomic_path
 
-# (key in a result row, column title); pixel scores are pooled over the images, instance scores at IoU 0.5
+# (key in a result row, column title); pixel scores are pooled over the images, instance scores at IoU >= 0.5
 COLUMNS = (
     ("dice", "Dice"), ("jaccard", "Jaccard"), ("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
     ("instance_f1", "instance F1"), ("dsb_score", "DSB score"), ("size_mb", "file size (MB)"),

@@ -121,7 +121,7 @@ def readme(source: Source, cfg: ExportConfig, model_path: Path, on_sample: bool)
         "## Validation",
         "",
         "Score the model on labelled images it never saw: instance precision, recall and F1 match objects "
-        "one-to-one at IoU > 0.5; Dice and Jaccard are pixel scores. With napari-slimseg: "
+        "one-to-one at IoU >= 0.5; Dice and Jaccard are pixel scores. With napari-slimseg: "
         "`slimseg evaluate MODEL DATA` (DATA/images and DATA/labels).",
         "",
     ]

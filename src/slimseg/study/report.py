@@ -71,7 +71,7 @@ def _markdown(config, meta, rows, all_cells, order, details, timing, compression
         f"{_stop_reasons(rows)}.",
         "- **Scores** on the held-out images: *Dice* is the pixel Dice of each image averaged over the images "
         "(every image weighs the same; ranking, heatmap and paired test use it); *pooled Dice* counts all pixels "
-        "of all images together (large images weigh more); *instance F1* matches objects at IoU > 0.5, pooled "
+        "of all images together (large images weigh more); *instance F1* matches objects at IoU >= 0.5, pooled "
         "over images. A cell shows mean ± standard deviation over its seeds. " + (
             "Every run is post-processed the same way (foreground and seed thresholds 0.5), not with the "
             "thresholds its trainer tuned on the validation images (`--scoring fixed`)."
@@ -256,7 +256,7 @@ def _plt():
 def _heatmaps(path: Path, config, all_cells: list[Cell]) -> Path:
     plt = _plt()
     opts, losses = list(config.optimizers), list(config.losses)
-    metrics = [(PRIMARY, "held-out Dice (per-image mean)"), ("test_instance_f1", "held-out instance F1 (IoU > 0.5)")]
+    metrics = [(PRIMARY, "held-out Dice (per-image mean)"), ("test_instance_f1", "held-out instance F1 (IoU >= 0.5)")]
     fig, axes = plt.subplots(1, 2, figsize=(2 + 2.4 * len(losses), 1.5 + 0.75 * len(opts)), squeeze=False)
     for ax, (metric, title) in zip(axes[0], metrics):
         mean = np.full((len(opts), len(losses)), np.nan)
