@@ -34,6 +34,12 @@ class SessionModels:
         self.changed.emit()
         return name
 
+    def replace(self, name: str, model: io.ModelFile) -> None:
+        """Put a new version of the model ``name`` in its place (its thresholds tuned after a Stop)."""
+        self.get(name)
+        self._models[name] = model
+        self.changed.emit()
+
     def names(self) -> list[str]:
         return list(self._models)
 

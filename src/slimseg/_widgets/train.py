@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,25 @@ def _warm_up() -> None:
     from ..optim import make_optimizer
 
     make_optimizer("sgd", [torch.zeros(1, requires_grad=True)])
+
+
+@dataclass
+class _Run:
+    """What a training job hands back: the trainer, its result (None: stopped before a first epoch), and
+    whether the thresholds are tuned yet."""
+
+    trainer: Any
+    result: Any
+    tuned: bool
+
+
+def wrap(label: Label) -> None:
+    """A status line that wraps onto more lines (a long path too) instead of widening the panel."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.native.setMinimumWidth(1)
 
 
 def parse_lr(text: str) -> float | None:
@@ -114,7 +134,8 @@ class TrainWidget(JobHost, Container):
         self.start_button = PushButton(text="Start training")
         self.stop_button = PushButton(text="Stop", enabled=False,
                                       tooltip="stop at the next step and keep the best model so far")
-        self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.progress.native.setFormat("step %v of %m")
         self.status = Label(value="")
         self.save_path = FileEdit(label="save to", mode="w", filter=FILTER)
         self.overwrite = CheckBox(text="overwrite an existing file", value=False)
@@ -135,7 +156,7 @@ class TrainWidget(JobHost, Container):
         self.extend([self.save_path, self.overwrite, self.autosave, self.save_button])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.plot.native)
         self.max_width = MAX_WIDTH
-        self.status.native.setWordWrap(True)
+        wrap(self.status)
         self.last_model: str | None = None  # name of this widget's latest model in the session store
         self.image_layers.native.setMaximumHeight(80)
         self.label_layers.native.setMaximumHeight(80)
@@ -224,8 +245,9 @@ class TrainWidget(JobHost, Container):
             notify_error(err, "Train")
             return None
         self.plot.clear()
-        self.progress.value = 0
         self._t0, self._total_steps = time.perf_counter(), cfg.epochs * cfg.steps_per_epoch()
+        self._steps_per_epoch, self._last_status = cfg.steps_per_epoch(), 0.0
+        self.progress.max, self.progress.value = self._total_steps, 0
         self._budget_s = cfg.minutes * 60 if cfg.minutes else None
 
         def body(stop):
@@ -235,11 +257,16 @@ class TrainWidget(JobHost, Container):
             trainer = Trainer(images, labels, cfg, None if start else model_cfg, names=names, init=start)
 
             def stopped():
-                result = trainer.result()
+                if not trainer.epochs_done:
+                    return _Run(trainer, None, tuned=True)
+                # Stop: the best model at once, its thresholds tuned after (a closed panel waits for nobody)
+                quick = not self.closed
+                result = trainer.result(recalibrate=False, tune=not quick)
                 result.stop_reason = "stopped by user"
-                return result
+                return _Run(trainer, result, tuned=not quick)
 
-            return (yield from until_stopped(trainer.fit(), stop, stopped))
+            out = yield from until_stopped(trainer.fit(), stop, stopped)
+            return out if isinstance(out, _Run) else _Run(trainer, out, tuned=True)
 
         self.job = Job(body, "Train", on_event=self._on_event, on_done=self._on_done, on_finished=self._on_finished)
         self._set_running(True)
@@ -260,42 +287,80 @@ class TrainWidget(JobHost, Container):
         if self.closed:
             return
         if isinstance(event, StepEnd):
-            done = event.step / self._total_steps
-            if self._budget_s:
-                done = max(done, (time.perf_counter() - self._t0) / self._budget_s)
-            self.progress.value = int(1000 * min(done, 1.0))
+            self.plot.add_step(event.step, event.loss)
+            self.progress.value = min(event.step, self._total_steps)
+            now = time.perf_counter()
+            if now - self._last_status > 0.25:  # a readable rate, however fast the steps
+                self._last_status = now
+                self.status.value = self._step_status(event, now - self._t0)
         elif isinstance(event, EpochEnd):
-            self.plot.add(event.epoch, event.train_loss, event.val_dice)
+            self.plot.add_epoch(event.epoch, event.step, event.train_loss, event.val_dice)
             self.status.value = (f"epoch {event.epoch}: loss {event.train_loss:.4f}, val Dice {event.val_dice:.4f}"
                                  f" (best {event.best_val_dice:.4f}), {event.elapsed_s:.0f} s")
         elif isinstance(event, Message):
             self.status.value = event.text
 
-    def _on_done(self, result: Any) -> None:
+    def _step_status(self, event: StepEnd, elapsed: float) -> str:
+        left = ""
+        if not self.plot.epochs:  # before the first validation: say when it comes
+            left = f"; validation after step {self._steps_per_epoch}"
+        budget = f" of {self._budget_s:.0f}" if self._budget_s else ""
+        return f"epoch {event.epoch}, step {event.step}: loss {event.loss:.4f}, {elapsed:.0f}{budget} s{left}"
+
+    def _on_done(self, run: _Run) -> None:
         from napari.utils.notifications import show_info
 
         from ..training import to_model_file
 
-        mf = to_model_file(result)
+        if run.result is None:
+            msg = ("Training stopped before its first epoch ended, so no model was kept (nothing was validated "
+                   "yet); let it run past the first validation (the status line says at which step)")
+            show_info(msg)
+            if not self.closed:
+                self.status.value = msg
+            return
+        result = run.result
         dice = f"val Dice {result.best_val_dice:.3f}" if result.best_epoch else "not validated"
         cfg = result.model_config
-        self.last_model = session_models(self.viewer).add(f"U-Net d{cfg.depth}w{cfg.widths[0]}, {dice}", mf)
+        self.last_model = self.store.add(f"U-Net d{cfg.depth}w{cfg.widths[0]}, {dice}", to_model_file(result))
         why = "its panel was closed" if self.closed else result.stop_reason
-        keep = "" if self.closed else "; Save it to keep it"
+        ended = f"Training ended ({why}): best {dice} at epoch {result.best_epoch}"
+        show_info(f"{ended}; the model is kept in this session as {self.last_model!r} (Predict, Compare, "
+                  f"Compress){'' if self.closed else '; Save it to keep it'}.")
+        if not run.tuned:  # the threshold tuning a Stop skipped, in a worker: napari stays responsive
+            name = self.last_model
+            if not self.closed:
+                self.status.value = f"{ended}; tuning its thresholds on the validation images ..."
+
+            def tune(_stop):
+                return run.trainer.tune()
+                yield  # a generator, as Job wants
+
+            self.job = Job(tune, "Tuning thresholds", on_event=lambda _e: None,
+                           on_done=lambda res: self._wrapped_up(name, to_model_file(res), ended, False),
+                           on_finished=self._on_finished)
+            return
+        self._wrapped_up(None, None, ended, result.stop_reason != "stopped by user")
+
+    def _wrapped_up(self, name: str | None, tuned: Any, ended: str, complete: bool) -> None:
+        """The run's model is final: store the tuned version, autosave, and say so."""
+        from napari.utils.notifications import show_info
+
+        if name is not None:
+            self.store.replace(name, tuned)
         saved = self._autosave() if self._autosave_to is not None else None
         if saved is not None:
-            keep = f"; saved to {saved}"
-        show_info(f"Training ended ({why}): best {dice} at epoch {result.best_epoch}; the model is kept in "
-                  f"this session as {self.last_model!r} (Predict, Compare, Compress){keep}.")
+            show_info(f"{self.last_model!r} saved to {saved}")
         if not self.closed:
-            self.status.value = f"done ({why}): best {dice} at epoch {result.best_epoch}" + (
-                f", saved to {saved}" if saved is not None else "")
-            self.progress.value = 1000
+            self.status.value = ended + (f", saved to {saved}" if saved is not None else "")
+            if complete:  # ended on its own (epochs, time, early stopping); a Stop keeps the steps done
+                self.progress.value = self.progress.max
             self.save_button.enabled = True
 
     def _on_finished(self) -> None:
         if not self.closed:
             self._set_running(False)
+            self.start_button.enabled = not self.running  # not while a Stop's wrap-up still runs
 
     # -- saving -------------------------------------------------------------------------------------
     _autosave_to: Path | None = None
