@@ -24,6 +24,8 @@ class SessionModels:
 
     def __init__(self) -> None:
         self._models: dict[str, io.ModelFile] = {}
+        # while a Train widget fine-tunes a model: (its model-list entry or file, what it trains on)
+        self.retraining: tuple[str, str] | None = None
 
     def add(self, name: str, model: io.ModelFile) -> str:
         """Store ``model`` under ``name`` (made unique with a number); return the name used."""

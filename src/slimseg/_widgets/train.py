@@ -23,10 +23,11 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from ..config import FINETUNE_EPOCHS
 from ..errors import InputError
 from ..events import EpochEnd, Message, StepEnd
 from ..data.axes import count_channels
-from ._layers import CHANNEL_AXES, channels_of, layer_choices, training_pairs
+from ._layers import CHANNEL_AXES, channels_of, edited, is_empty, layer_choices, predicted_labels, training_pairs
 from ._models import BUILTIN, FILTER, FROM_FILE, builtin_choices, is_builtin, load_builtin, load_file, save_model
 from ._session import session_models
 from ._style import MAX_WIDTH
@@ -132,6 +133,9 @@ class TrainWidget(JobHost, Container):
         self.base_width = SpinBox(label="base width", value=model_cfg.widths[0], min=1, max=512,
                              tooltip="channels of the first level; each level doubles them")
         self.start_button = PushButton(text="Start training")
+        self.retrain_button = PushButton(text="Retrain on corrected labels",
+                                         tooltip="fine-tune the model that made a Predict labels layer on that "
+                                                 "layer as you corrected it (paint, erase, fill), with its image")
         self.stop_button = PushButton(text="Stop", enabled=False,
                                       tooltip="stop at the next step and keep the best model so far")
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
@@ -149,7 +153,7 @@ class TrainWidget(JobHost, Container):
             self.start_file, self.optimizer,
             self.lr, self.loss_preset, self.loss,
             self.epochs, self.minutes, self.batch, self.patch, self.patches_per_epoch, self.val_fraction,
-            self.seed, self.depth, self.base_width, buttons, self.progress, self.status])
+            self.seed, self.depth, self.base_width, buttons, self.retrain_button, self.progress, self.status])
         from ._plot import make_plot
 
         self.plot = make_plot()
@@ -166,10 +170,12 @@ class TrainWidget(JobHost, Container):
         self.optimizer.changed.connect(self._optimizer_changed)
         self.loss_preset.changed.connect(lambda v: setattr(self.loss, "value", v))
         self.start_button.changed.connect(self.start)
+        self.retrain_button.changed.connect(self.retrain)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self.save)
         on_close(self.native, self._on_close)
         self._lr_default_text = self.lr.value
+        self._epochs_default = cfg.epochs
         self._preselect_pair()
 
     def _models_changed(self) -> None:
@@ -237,6 +243,8 @@ class TrainWidget(JobHost, Container):
             start = self.start_model()
             if start is not None and self.lr.value.strip() == self._lr_default_text:
                 cfg = dataclasses.replace(cfg, lr=None)  # untouched: the fine-tuning default
+            if start is not None and self.epochs.value == self._epochs_default:
+                cfg = dataclasses.replace(cfg, epochs=FINETUNE_EPOCHS)  # untouched: a fine-tuning run is short
             names, images, labels = training_pairs(self.image_layers.value, self.label_layers.value,
                                                    self.channel_axis.value, self.as_channels.value)
             model_cfg = dataclasses.replace(model_cfg, in_channels=count_channels(images, names))
@@ -269,8 +277,68 @@ class TrainWidget(JobHost, Container):
             return out if isinstance(out, _Run) else _Run(trainer, out, tuned=True)
 
         self.job = Job(body, "Train", on_event=self._on_event, on_done=self._on_done, on_finished=self._on_finished)
+        if start is not None:  # Predict refuses this model until the run ends
+            on = ", ".join(repr(lb.name) for lb in self.label_layers.value)
+            self.store.retraining = (self.start_ref(), f"on {on}")
         self._set_running(True)
         return self.job
+
+    def start_ref(self) -> str:
+        """The start model as the model lists name it (a file: its path)."""
+        return str(self.start_file.value) if self.start_from.value == FROM_FILE else self.start_from.value
+
+    def retrain(self, *_: Any) -> Job | None:
+        """Fine-tune the model behind a corrected Predict layer on that layer and its image: the layer
+        selected in napari's layer list, or the one corrected layer."""
+        try:
+            if self.running:
+                raise InputError("training is already running; press Stop first (the best model is kept)")
+            layer = self.corrected_layer()
+            if is_empty(layer):
+                raise InputError(f"{layer.name!r} holds no labels (all erased); paint the objects you want the "
+                                 "model to find, then Retrain")
+            image = self.viewer.layers[layer.metadata["slimseg_image"]] if (
+                layer.metadata["slimseg_image"] in self.viewer.layers) else None
+            if image is None:
+                raise InputError(f"the image {layer.metadata['slimseg_image']!r} that {layer.name!r} was "
+                                 "predicted from is no longer in the viewer; open it again, or choose the layers "
+                                 "above and press Start training")
+            self._choose_start(layer.metadata.get("slimseg_start"), layer.name)
+        except InputError as err:
+            notify_error(err, "Retrain")
+            return None
+        self.as_channels.value = False
+        self.image_layers.value, self.label_layers.value = [image], [layer]
+        return self.start()
+
+    def corrected_layer(self) -> Any:
+        """The Predict labels layer to retrain on; InputError says what to do when there is none."""
+        predicted = predicted_labels(self.viewer)
+        corrected = [lay for lay in predicted if edited(lay)]
+        active = self.viewer.layers.selection.active
+        if active in corrected:
+            return active
+        if len(corrected) == 1:
+            return corrected[0]
+        if corrected:
+            raise InputError(f"{len(corrected)} corrected layers ({', '.join(repr(c.name) for c in corrected)}); "
+                             "select the one to retrain on in napari's layer list")
+        if predicted:
+            raise InputError(f"{predicted[-1].name!r} has not been corrected since Predict made it; fix its labels "
+                             "with napari's label tools (paint, erase, fill, new label), then Retrain")
+        raise InputError("no predicted labels to retrain on: Segment an image in the Predict widget, correct the "
+                         "Labels layer it makes, then press Retrain")
+
+    def _choose_start(self, ref: str | None, layer_name: str) -> None:
+        """Set 'start from' to the model a Predict layer was made with."""
+        self.start_from.reset_choices()
+        if ref is not None and ref in self.start_from.choices:
+            self.start_from.value = ref
+        elif ref is not None and Path(ref).is_file():
+            self.start_from.value, self.start_file.value = FROM_FILE, ref
+        else:
+            raise InputError(f"the model that made {layer_name!r} ({ref}) is no longer available; choose one "
+                             "under 'start from' and press Start training")
 
     def stop(self, *_: Any) -> None:
         if self.running:
@@ -358,6 +426,8 @@ class TrainWidget(JobHost, Container):
             self.save_button.enabled = True
 
     def _on_finished(self) -> None:
+        if not self.running:
+            self.store.retraining = None
         if not self.closed:
             self._set_running(False)
             self.start_button.enabled = not self.running  # not while a Stop's wrap-up still runs
