@@ -62,15 +62,6 @@ class _Run:
     tuned: bool
 
 
-def wrap(label: Label) -> None:
-    """A status line that wraps onto more lines (a long path too) instead of widening the panel."""
-    from qtpy.QtWidgets import QSizePolicy
-
-    label.native.setWordWrap(True)
-    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    label.native.setMinimumWidth(1)
-
-
 def parse_lr(text: str) -> float | None:
     """'' -> None (the optimizer's default); '1e-4' or '0.0001' -> 1e-4."""
     text = text.strip()
@@ -160,7 +151,7 @@ class TrainWidget(JobHost, Container):
         self.extend([self.save_path, self.overwrite, self.autosave, self.save_button])
         self.native.layout().insertWidget(self.index(self.status) + 1, self.plot.native)
         self.max_width = MAX_WIDTH
-        wrap(self.status)
+        self.status.native.setWordWrap(True)
         self.last_model: str | None = None  # name of this widget's latest model in the session store
         self.image_layers.native.setMaximumHeight(80)
         self.label_layers.native.setMaximumHeight(80)
