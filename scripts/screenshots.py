@@ -83,12 +83,7 @@ def main() -> None:
 
     # the real nuclei sample from File > Open Sample (a held-out test image with its ground truth)
     viewer.layers.clear()
-    if _has_plugin():
-        viewer.open_sample("napari-slimseg", "dsb2018_nuclei")
-    else:
-        _add_sample(viewer)
-    image, truth = viewer.layers[0], viewer.layers[1]
-    truth.visible = False
+    image, truth = _open_sample(viewer)
     float_name = train.last_model
 
     compress = CompressWidget(viewer)
@@ -138,12 +133,7 @@ def loop_shots(out: Path, epochs: int) -> None:
 
     viewer = napari.Viewer(title="napari-slimseg")
     viewer.window.resize(1500, 980)
-    if _has_plugin():
-        viewer.open_sample("napari-slimseg", "dsb2018_nuclei")
-    else:
-        _add_sample(viewer)
-    image, truth = viewer.layers[0], viewer.layers[1]
-    truth.visible = False
+    image, truth = _open_sample(viewer)
     train = TrainWidget(viewer)  # a quick first model stands in for a pretrained one
     viewer.window.add_dock_widget(train, name="slimseg: Train")
     train.image_layers.value, train.label_layers.value = [image], [truth]
@@ -184,6 +174,17 @@ def _has_plugin() -> bool:
     from npe2 import PluginManager
 
     return "napari-slimseg" in PluginManager.instance()
+
+
+def _open_sample(viewer):
+    """The sample's (image, ground truth) layers, as File > Open Sample gives them; the truth hidden."""
+    if _has_plugin():
+        viewer.open_sample("napari-slimseg", "dsb2018_nuclei")
+    else:
+        _add_sample(viewer)
+    image, truth = viewer.layers[0], viewer.layers[1]
+    truth.visible = False
+    return image, truth
 
 
 def _add_sample(viewer) -> None:
