@@ -325,23 +325,31 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self._eval_model(self._to_device(x)).float().cpu()
 
-    def result(self, recalibrate: bool = True) -> TrainResult:
+    def result(self, recalibrate: bool = True, tune: bool = True) -> TrainResult:
         """The best model so far (usable after a stop), BatchNorm re-estimated, on the CPU, eval mode,
         with the post-processing thresholds tuned for instance F1 on the validation images.
-        ``recalibrate=False`` keeps the BatchNorm statistics the best epoch was validated with (a
-        quicker result, for a stop that must not wait)."""
+        ``recalibrate=False`` keeps the BatchNorm statistics the best epoch was validated with, and
+        ``tune=False`` leaves the tuning to a later :meth:`tune` (a quicker result, for a stop that
+        must not wait)."""
         net = self._eval_model
         if self._best_state is not None:
             net.load_state_dict(self._best_state)
         if recalibrate or self._best_state is None:
             recalibrate_batchnorm(net, self._bn_batches(), BN_BATCHES_FINAL)
         net.eval()
-        if self.val:
-            self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
-                self._val_probabilities(), [lab for _, lab in self.val])
+        if tune:
+            self.tune()
         model = UNet(self.model_config)
         model.load_state_dict({k: v.detach().cpu() for k, v in net.state_dict().items()})
         self._result.model = model.eval()
+        return self._result
+
+    def tune(self) -> TrainResult:
+        """Tune the post-processing thresholds of the model :meth:`result` gave for instance F1 on the
+        validation images (no-op without them); return that result, updated."""
+        if self.val:
+            self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
+                self._val_probabilities(), [lab for _, lab in self.val])
         return self._result
 
 

@@ -58,6 +58,24 @@ def test_stopping_early_keeps_the_best_model(disks):
     assert mf.meta["training"]["best_epoch"] == result.best_epoch
 
 
+def test_a_quick_result_then_tuning_gives_the_full_result(disks):
+    """A stop that must not wait: result(recalibrate=False, tune=False) first, tune() later."""
+    images, labels = disks
+    trainer = Trainer(images, labels, cfg(epochs=50), TINY)
+    gen = trainer.fit()
+    next(e for e in gen if isinstance(e, EpochEnd))
+    gen.close()
+    quick = trainer.result(recalibrate=False, tune=False)
+    assert math.isnan(quick.tuned_instance_f1) and quick.best_epoch == 1
+    weights = {k: v.clone() for k, v in quick.model.state_dict().items()}
+    tuned = trainer.tune()
+    assert tuned is quick and math.isfinite(tuned.tuned_instance_f1)
+    full = trainer.result(recalibrate=False)  # the one-call form tunes the same way
+    assert full.predict_config == tuned.predict_config
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], msg=k)
+
+
 def test_time_budget_and_early_stopping(disks):
     images, labels = disks
     result = run(Trainer(images, labels, cfg(epochs=1000, minutes=0.05), TINY).fit())

@@ -9,7 +9,7 @@ import pytest
 from napari.components import ViewerModel
 
 from slimseg import io
-from slimseg._widgets._layers import TAG, channels_of, planes, put_layer, training_pairs
+from slimseg._widgets._layers import TAG, channels_of, edited, planes, put_layer, training_pairs
 from slimseg._widgets._scores import FALSE_NEGATIVE, FALSE_POSITIVE, error_map, model_size_mb, score_models, write_csv
 from slimseg._widgets._session import session_models
 from slimseg.config import ModelConfig, NormConfig
@@ -71,6 +71,23 @@ def test_put_layer_updates_its_own_layer_and_keeps_placement():
     assert (mine.data == 0).all()  # never touched
     third = put_layer(v, np.ones((2, 6, 6), np.uint8), "labels", "x labels", image, "k", new=True)
     assert third is not first and len(v.layers) == 4
+
+
+def test_put_layer_never_overwrites_a_layer_the_user_edited():
+    v = ViewerModel()
+    image = v.add_image(np.zeros((6, 6)))
+    first = put_layer(v, np.ones((6, 6), np.uint8), "labels", "x labels", image, "k")
+    assert not edited(first)
+    first.data[0, :3] = 7  # a brush stroke (napari paints into the array in place)
+    first.refresh()
+    assert edited(first)
+    kept = first.data.copy()
+    second = put_layer(v, np.full((6, 6), 2, np.uint8), "labels", "x labels", image, "k")
+    assert second is not first and np.array_equal(first.data, kept) and (second.data == 2).all()
+    third = put_layer(v, np.full((6, 6), 3, np.uint8), "labels", "x labels", image, "k")
+    assert third is second and np.array_equal(first.data, kept)  # the unedited result is updated
+    first.data = np.zeros((6, 6), np.uint8)  # replaced as a whole (e.g. all erased): still the user's
+    assert edited(first)
 
 
 def test_session_models_are_per_viewer_and_unique():

@@ -99,3 +99,71 @@ def test_autosave_writes_the_model_when_training_is_stopped(qtbot, train_widget,
     assert all(np.array_equal(loaded.tensors[k], mf.tensors[k]) for k in mf.tensors)
     assert f"saved to {target}" in messages(notes) and "saved to" in widget.status.value
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.slimseg"]  # no temporary left beside it
+
+
+def test_first_minute_loss_per_step_and_progress_in_steps(qtbot, train_widget, notes):
+    """The plot has points long before the first epoch ends; the bar counts steps and stays put at Stop."""
+    viewer, widget = train_widget
+    set_form(widget, epochs=3, patches_per_epoch=4000)  # 1000 steps before the first validation
+    click(qtbot, widget.start_button)
+    qtbot.waitUntil(lambda: len(widget.plot.steps) >= 5, timeout=60_000)
+    assert widget.plot.epochs == [] and widget.plot.steps[:3] == [1, 2, 3]
+    assert all(np.isfinite(widget.plot.step_loss))
+    assert widget.progress.max == 3 * 1000 and 0 < widget.progress.value < 1000  # steps, not epochs
+    qtbot.waitUntil(lambda: "validation after step 1000" in widget.status.value, timeout=10_000)
+    click(qtbot, widget.stop_button)
+    wait_job(qtbot, widget)
+    steps = widget.plot.steps[-1]
+    assert widget.progress.value == steps < 1000  # where training stopped, not 100%
+    assert "no model was kept" in messages(notes) and len(session_models(viewer)) == 0
+    assert widget.start_button.enabled
+
+
+def test_stop_gives_the_model_within_2_s_and_tunes_it_after(qtbot, train_widget, monkeypatch):
+    """Stop hands the best model over at once; the threshold tuning (made slow here) follows in the
+    worker while napari's event loop keeps running."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    from slimseg import training
+
+    viewer, widget = train_widget
+    tune = training.tune_thresholds
+
+    def slow_tune(*args, **kwargs):
+        time.sleep(4)
+        return tune(*args, **kwargs)
+
+    monkeypatch.setattr(training, "tune_thresholds", slow_tune)
+    click(qtbot, widget.start_button)
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 2, timeout=120_000)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(50)
+    t0 = time.perf_counter()
+    click(qtbot, widget.stop_button)
+    qtbot.waitUntil(lambda: widget.last_model is not None, timeout=2_000)  # the old Stop tuned first: 4 s
+    assert time.perf_counter() - t0 < 2.0
+    mf = session_models(viewer).get(widget.last_model)
+    assert mf.meta["training"]["stop_reason"] == "stopped by user"
+    assert np.isnan(mf.meta["training"]["tuned_instance_f1"])  # not tuned yet, usable already
+    assert "tuning its thresholds" in widget.status.value and not widget.save_button.enabled
+    wait_job(qtbot, widget)
+    timer.stop()
+    tuned = session_models(viewer).get(widget.last_model)
+    assert np.isfinite(tuned.meta["training"]["tuned_instance_f1"]) and widget.save_button.enabled
+    assert all(np.array_equal(tuned.tensors[k], mf.tensors[k]) for k in mf.tensors)  # the same weights
+    assert len(ticks) >= 40 and np.diff(ticks).max() < 1.0  # the event loop ran throughout the 4 s wrap-up
+    assert widget.progress.value == widget.plot.steps[-1] < widget.progress.max
+    assert widget.start_button.enabled and not widget.stop_button.enabled
+
+
+def test_status_line_wraps_instead_of_widening_the_panel(qtbot, train_widget):
+    _, widget = train_widget
+    width = widget.native.width()
+    widget.status.value = "saved to " + "/very/long/folder" * 20 + " and " + "word " * 60
+    qtbot.wait(50)
+    assert widget.native.width() <= max(width, widget.max_width)
+    assert widget.status.native.height() > 2 * widget.status.native.fontMetrics().height()  # several lines

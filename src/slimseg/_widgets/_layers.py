@@ -3,13 +3,16 @@
 Input arrays are copied, so a worker thread never reads a layer the user is painting on and nothing
 here can modify a user's layer. Output layers carry a tag in their metadata: a second run updates the
 layer it made before (keeping the input layer's scale and translate) instead of piling up duplicates,
-and a layer without our tag is never touched.
+and a layer without our tag is never touched. Nor is one the user edited since (a corrected
+prediction): its data no longer matches the digest stored with it, so a new layer is added instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import hashlib
 
 import numpy as np
 
@@ -18,6 +21,7 @@ from ..data.readers import ImageData
 from ..errors import InputError
 
 TAG = "slimseg_output"  # metadata key of the layers the widgets made
+DIGEST = "slimseg_digest"  # metadata key: the digest of the data a widget last wrote into its layer
 
 
 def _is(layer: Any, kind: str) -> bool:
@@ -174,18 +178,47 @@ def put_layer(viewer: Any, data: np.ndarray, layer_type: str, name: str, like: A
               new: bool = False, drop_axis: int | None = None, **kwargs: Any) -> Any:
     """Update the layer tagged ``key`` or add one (``layer_type`` "labels" or "image"), placed like the
     layer ``like`` (same scale and translate, without its axis ``drop_axis``: a channel axis).
-    ``new=True`` always adds a layer."""
+    ``new=True`` always adds a layer, as does a tagged layer the user has :func:`edited`."""
     scale, translate = list(like.scale), list(like.translate)
     if drop_axis is not None:
         del scale[drop_axis], translate[drop_axis]
     place = {"scale": tuple(scale)[-data.ndim:], "translate": tuple(translate)[-data.ndim:]}
     if not new:
-        for layer in viewer.layers:
-            if layer.metadata.get(TAG) == key and _is(layer, layer_type.capitalize()):
-                layer.data = data
-                layer.scale, layer.translate = place["scale"], place["translate"]
-                for attr, value in kwargs.items():
-                    setattr(layer, attr, value)
-                return layer
+        for layer in tagged(viewer, key, layer_type):
+            if edited(layer):
+                continue  # the user's now: never overwritten
+            layer.data = data
+            layer.scale, layer.translate = place["scale"], place["translate"]
+            for attr, value in kwargs.items():
+                setattr(layer, attr, value)
+            layer.metadata[DIGEST] = data_digest(layer.data)
+            return layer
     add = {"labels": viewer.add_labels, "image": viewer.add_image}[layer_type]
-    return add(data, name=name, metadata={TAG: key}, **place, **kwargs)
+    layer = add(data, name=name, metadata={TAG: key}, **place, **kwargs)
+    layer.metadata[DIGEST] = data_digest(layer.data)
+    return layer
+
+
+def data_digest(data: Any) -> str:
+    """A fingerprint of an array's values, shape and type (to tell whether a layer was edited)."""
+    a = np.ascontiguousarray(np.asarray(data))
+    return f"{a.dtype}{a.shape}:" + hashlib.blake2b(memoryview(a).cast("B"), digest_size=16).hexdigest()
+
+
+def edited(layer: Any) -> bool:
+    """A layer a widget wrote, changed since by the user (painted, erased, filled, replaced)."""
+    return DIGEST in layer.metadata and layer.metadata[DIGEST] != data_digest(_base_data(layer))
+
+
+def predicted_labels(viewer: Any) -> list[Any]:
+    """The Labels layers the Predict widget made (they name their image and model in their metadata)."""
+    return [layer for layer in viewer.layers if _is(layer, "Labels") and "slimseg_image" in layer.metadata]
+
+
+def is_empty(layer: Any) -> bool:
+    return not np.any(_base_data(layer))
+
+
+def tagged(viewer: Any, key: str, layer_type: str) -> list[Any]:
+    """The layers a widget made under ``key``."""
+    return [layer for layer in viewer.layers if layer.metadata.get(TAG) == key and _is(layer, layer_type.capitalize())]

@@ -66,6 +66,15 @@ def save_model(viewer: Any, name: str | None, target: Any, overwrite: bool) -> P
         raise InputError(f"cannot write {path}: {err}") from None
 
 
+def start_entry(mf: io.ModelFile, entries: Any) -> str | None:
+    """The model list's entry of the model ``mf`` was fine-tuned from (a session or built-in model), if listed."""
+    source = ((mf.meta.get("training") or {}).get("init") or {}).get("source")
+    for entry in (source, BUILTIN + str(source)):
+        if source is not None and entry in entries:
+            return entry
+    return None
+
+
 class ModelPicker(Container):
     """One model: a drop-down of this session's models plus "from file..." with a file field."""
 
@@ -92,8 +101,18 @@ class ModelPicker(Container):
     def _models_changed(self) -> None:
         self.choice.reset_choices()
         unset = self.choice.value == FROM_FILE and not _is_set(self.file.value)
-        if (unset or is_builtin(self.choice.value)) and len(self.store):
-            self.choice.value = self.store.names()[-1]  # the newest model, rather than an empty file field
+        newest = self.store.names()[-1] if len(self.store) else None
+        if newest is not None and (unset or is_builtin(self.choice.value)
+                                   or start_entry(self.store.get(newest), [self.choice.value])):
+            # the newest model, rather than an empty file field, or the retrained version of the chosen one
+            self.choice.value = newest
+
+    def reference(self) -> str:
+        """The chosen model as the Train widget's 'start from' can find it again: a session model's or
+        built-in entry's name, or the model file's path."""
+        if self.choice.value == FROM_FILE or self.choice.value is None:
+            return str(self.file.value)
+        return self.choice.value
 
     def selected(self) -> tuple[str, io.ModelFile]:
         """(name, model file content); raises InputError with the fix for a missing or bad file."""
@@ -116,11 +135,18 @@ class ModelsPicker(Container):
         super().__init__(widgets=[self.session, self.files], labels=True)
         self.margins = (0, 0, 0, 0)
         self.session.native.setMaximumHeight(90)
+        self._seen = set(self.store.names())
         self.store.changed.connect(self._models_changed)
 
     def _models_changed(self) -> None:
         chosen = list(self.session.value)
         self.session.reset_choices()
+        for name in self.store.names():  # a fine-tuned model arrives: choose it with the model it started from
+            if name not in self._seen:
+                self._seen.add(name)
+                start = start_entry(self.store.get(name), self.session.choices)
+                if start is not None:
+                    chosen += [n for n in (start, name) if n not in chosen]
         self.session.value = [n for n in chosen if n in self.store.names() or is_builtin(n)]
 
     def selected(self) -> list[tuple[str, io.ModelFile]]:

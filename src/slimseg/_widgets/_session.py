@@ -24,6 +24,8 @@ class SessionModels:
 
     def __init__(self) -> None:
         self._models: dict[str, io.ModelFile] = {}
+        # while a Train widget fine-tunes a model: (its model-list entry or file, what it trains on)
+        self.retraining: tuple[str, str] | None = None
 
     def add(self, name: str, model: io.ModelFile) -> str:
         """Store ``model`` under ``name`` (made unique with a number); return the name used."""
@@ -33,6 +35,12 @@ class SessionModels:
         self._models[name] = model
         self.changed.emit()
         return name
+
+    def replace(self, name: str, model: io.ModelFile) -> None:
+        """Put a new version of the model ``name`` in its place (its thresholds tuned after a Stop)."""
+        self.get(name)
+        self._models[name] = model
+        self.changed.emit()
 
     def names(self) -> list[str]:
         return list(self._models)

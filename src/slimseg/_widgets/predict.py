@@ -23,9 +23,9 @@ from magicgui.widgets import (
 
 from ..errors import InputError
 from ..events import Progress
-from ._layers import CHANNEL_AXES, is_lazy, layer_choices, layer_image, placed_like, put_layer
+from ._layers import CHANNEL_AXES, edited, is_lazy, layer_choices, layer_image, placed_like, put_layer, tagged
 from ._models import ModelPicker
-from ._session import runnable
+from ._session import runnable, session_models
 from ._style import MAX_WIDTH
 from ._worker import Job, JobHost, notify_error, on_close, until_stopped
 
@@ -207,6 +207,12 @@ class PredictWidget(JobHost, Container):
             lazy = layer is not None and is_lazy(layer) and not extra
             image = layer_image(layer, extra, copy=not lazy)  # a lazy stack is read plane by plane
             name, mf = self.model.selected()
+            ref = self.model.reference()
+            retraining = session_models(self.viewer).retraining
+            if retraining is not None and retraining[0] == ref:
+                raise InputError(f"{name!r} is being retrained in the Train widget ({retraining[1]}); wait "
+                                 "until it ends (or press Stop there), then Segment with the new model it adds "
+                                 "(it is chosen here then)")
             chan = self.channel_config(1 + len(extra))
             stack = standardize(image, in_channels=mf.model_config.in_channels,
                                 channels=chan.channels or mf.model_config.channels,
@@ -234,7 +240,7 @@ class PredictWidget(JobHost, Container):
             if blockwise:
                 self.show_blocks(layer, name, result, new=new, channel_axis=source_axis)
             else:
-                self.show_result(layer, name, result, new=new, channel_axis=source_axis)
+                self.show_result(layer, name, result, new=new, channel_axis=source_axis, start=ref)
 
         self.progress.value = 0
         planes = f" ({int(np.prod(stack.plane_shape))} planes)" if stack.plane_axes else ""
@@ -284,22 +290,25 @@ class PredictWidget(JobHost, Container):
                              f"{str(result.path)!r}{done}")
 
     def show_result(self, layer: Any, model_name: str, result: Any, new: bool = False,
-                    channel_axis: int | None = None) -> None:
-        """Show a :class:`~slimseg.stacks.StackResult` (complete, or the planes done before Stop)."""
+                    channel_axis: int | None = None, start: str | None = None) -> None:
+        """Show a :class:`~slimseg.stacks.StackResult` (complete, or the planes done before Stop). The
+        labels layer records its image and model (``start``: the model list's entry), for Retrain."""
         import numpy as np
 
         key = f"predict:{layer.name}"
+        corrected = [lay.name for lay in tagged(self.viewer, key, "labels") if edited(lay)]
         labels, drop = placed_like(result.labels, layer, channel_axis)
         out = put_layer(self.viewer, labels, "labels", f"{layer.name} segmentation", layer, key, new=new,
                         drop_axis=drop)
-        out.metadata["slimseg_model"] = model_name
+        out.metadata.update(slimseg_model=model_name, slimseg_image=layer.name, slimseg_start=start)
         if result.probabilities is not None:
             probs, _ = placed_like(result.probabilities.astype(np.float32), layer, channel_axis)
             put_layer(self.viewer, probs, "image", f"{layer.name} foreground probability", layer, key + ":prob",
                       new=new, drop_axis=drop, colormap="magma", contrast_limits=(0.0, 1.0), blending="additive")
         n = int(len(np.unique(result.labels)) - 1)
         done = "" if result.complete else f" (stopped: {result.planes_done} of {result.planes} planes done)"
-        self.status.value = f"{n} objects in {layer.name!r} -> layer {out.name!r}{done}"
+        kept = f"; your corrections in {', '.join(map(repr, corrected))} are kept" if corrected else ""
+        self.status.value = f"{n} objects in {layer.name!r} -> layer {out.name!r}{done}{kept}"
 
     def _on_event(self, event: Any) -> None:
         if not self.closed and isinstance(event, Progress):

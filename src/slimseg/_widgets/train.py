@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +23,11 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from ..config import FINETUNE_EPOCHS
 from ..errors import InputError
 from ..events import EpochEnd, Message, StepEnd
 from ..data.axes import count_channels
-from ._layers import CHANNEL_AXES, channels_of, layer_choices, training_pairs
+from ._layers import CHANNEL_AXES, channels_of, edited, is_empty, layer_choices, predicted_labels, training_pairs
 from ._models import BUILTIN, FILTER, FROM_FILE, builtin_choices, is_builtin, load_builtin, load_file, save_model
 from ._session import session_models
 from ._style import MAX_WIDTH
@@ -48,6 +50,16 @@ def _warm_up() -> None:
     from ..optim import make_optimizer
 
     make_optimizer("sgd", [torch.zeros(1, requires_grad=True)])
+
+
+@dataclass
+class _Run:
+    """What a training job hands back: the trainer, its result (None: stopped before a first epoch), and
+    whether the thresholds are tuned yet."""
+
+    trainer: Any
+    result: Any
+    tuned: bool
 
 
 def parse_lr(text: str) -> float | None:
@@ -112,9 +124,13 @@ class TrainWidget(JobHost, Container):
         self.base_width = SpinBox(label="base width", value=model_cfg.widths[0], min=1, max=512,
                              tooltip="channels of the first level; each level doubles them")
         self.start_button = PushButton(text="Start training")
+        self.retrain_button = PushButton(text="Retrain on corrected labels",
+                                         tooltip="fine-tune the model that made a Predict labels layer on that "
+                                                 "layer as you corrected it (paint, erase, fill), with its image")
         self.stop_button = PushButton(text="Stop", enabled=False,
                                       tooltip="stop at the next step and keep the best model so far")
-        self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.progress.native.setFormat("step %v of %m")
         self.status = Label(value="")
         self.save_path = FileEdit(label="save to", mode="w", filter=FILTER)
         self.overwrite = CheckBox(text="overwrite an existing file", value=False)
@@ -128,7 +144,7 @@ class TrainWidget(JobHost, Container):
             self.start_file, self.optimizer,
             self.lr, self.loss_preset, self.loss,
             self.epochs, self.minutes, self.batch, self.patch, self.patches_per_epoch, self.val_fraction,
-            self.seed, self.depth, self.base_width, buttons, self.progress, self.status])
+            self.seed, self.depth, self.base_width, buttons, self.retrain_button, self.progress, self.status])
         from ._plot import make_plot
 
         self.plot = make_plot()
@@ -145,10 +161,12 @@ class TrainWidget(JobHost, Container):
         self.optimizer.changed.connect(self._optimizer_changed)
         self.loss_preset.changed.connect(lambda v: setattr(self.loss, "value", v))
         self.start_button.changed.connect(self.start)
+        self.retrain_button.changed.connect(self.retrain)
         self.stop_button.changed.connect(self.stop)
         self.save_button.changed.connect(self.save)
         on_close(self.native, self._on_close)
         self._lr_default_text = self.lr.value
+        self._epochs_default = cfg.epochs
         self._preselect_pair()
 
     def _models_changed(self) -> None:
@@ -216,6 +234,8 @@ class TrainWidget(JobHost, Container):
             start = self.start_model()
             if start is not None and self.lr.value.strip() == self._lr_default_text:
                 cfg = dataclasses.replace(cfg, lr=None)  # untouched: the fine-tuning default
+            if start is not None and self.epochs.value == self._epochs_default:
+                cfg = dataclasses.replace(cfg, epochs=FINETUNE_EPOCHS)  # untouched: a fine-tuning run is short
             names, images, labels = training_pairs(self.image_layers.value, self.label_layers.value,
                                                    self.channel_axis.value, self.as_channels.value)
             model_cfg = dataclasses.replace(model_cfg, in_channels=count_channels(images, names))
@@ -224,8 +244,9 @@ class TrainWidget(JobHost, Container):
             notify_error(err, "Train")
             return None
         self.plot.clear()
-        self.progress.value = 0
         self._t0, self._total_steps = time.perf_counter(), cfg.epochs * cfg.steps_per_epoch()
+        self._steps_per_epoch, self._last_status = cfg.steps_per_epoch(), 0.0
+        self.progress.max, self.progress.value = self._total_steps, 0
         self._budget_s = cfg.minutes * 60 if cfg.minutes else None
 
         def body(stop):
@@ -235,15 +256,80 @@ class TrainWidget(JobHost, Container):
             trainer = Trainer(images, labels, cfg, None if start else model_cfg, names=names, init=start)
 
             def stopped():
-                result = trainer.result()
+                if not trainer.epochs_done:
+                    return _Run(trainer, None, tuned=True)
+                # Stop: the best model at once, its thresholds tuned after (a closed panel waits for nobody)
+                quick = not self.closed
+                result = trainer.result(recalibrate=False, tune=not quick)
                 result.stop_reason = "stopped by user"
-                return result
+                return _Run(trainer, result, tuned=not quick)
 
-            return (yield from until_stopped(trainer.fit(), stop, stopped))
+            out = yield from until_stopped(trainer.fit(), stop, stopped)
+            return out if isinstance(out, _Run) else _Run(trainer, out, tuned=True)
 
         self.job = Job(body, "Train", on_event=self._on_event, on_done=self._on_done, on_finished=self._on_finished)
+        if start is not None:  # Predict refuses this model until the run ends
+            on = ", ".join(repr(lb.name) for lb in self.label_layers.value)
+            self.store.retraining = (self.start_ref(), f"on {on}")
         self._set_running(True)
         return self.job
+
+    def start_ref(self) -> str:
+        """The start model as the model lists name it (a file: its path)."""
+        return str(self.start_file.value) if self.start_from.value == FROM_FILE else self.start_from.value
+
+    def retrain(self, *_: Any) -> Job | None:
+        """Fine-tune the model behind a corrected Predict layer on that layer and its image: the layer
+        selected in napari's layer list, or the one corrected layer."""
+        try:
+            if self.running:
+                raise InputError("training is already running; press Stop first (the best model is kept)")
+            layer = self.corrected_layer()
+            if is_empty(layer):
+                raise InputError(f"{layer.name!r} holds no labels (all erased); paint the objects you want the "
+                                 "model to find, then Retrain")
+            image = self.viewer.layers[layer.metadata["slimseg_image"]] if (
+                layer.metadata["slimseg_image"] in self.viewer.layers) else None
+            if image is None:
+                raise InputError(f"the image {layer.metadata['slimseg_image']!r} that {layer.name!r} was "
+                                 "predicted from is no longer in the viewer; open it again, or choose the layers "
+                                 "above and press Start training")
+            self._choose_start(layer.metadata.get("slimseg_start"), layer.name)
+        except InputError as err:
+            notify_error(err, "Retrain")
+            return None
+        self.as_channels.value = False
+        self.image_layers.value, self.label_layers.value = [image], [layer]
+        return self.start()
+
+    def corrected_layer(self) -> Any:
+        """The Predict labels layer to retrain on; InputError says what to do when there is none."""
+        predicted = predicted_labels(self.viewer)
+        corrected = [lay for lay in predicted if edited(lay)]
+        active = self.viewer.layers.selection.active
+        if active in corrected:
+            return active
+        if len(corrected) == 1:
+            return corrected[0]
+        if corrected:
+            raise InputError(f"{len(corrected)} corrected layers ({', '.join(repr(c.name) for c in corrected)}); "
+                             "select the one to retrain on in napari's layer list")
+        if predicted:
+            raise InputError(f"{predicted[-1].name!r} has not been corrected since Predict made it; fix its labels "
+                             "with napari's label tools (paint, erase, fill, new label), then Retrain")
+        raise InputError("no predicted labels to retrain on: Segment an image in the Predict widget, correct the "
+                         "Labels layer it makes, then press Retrain")
+
+    def _choose_start(self, ref: str | None, layer_name: str) -> None:
+        """Set 'start from' to the model a Predict layer was made with."""
+        self.start_from.reset_choices()
+        if ref is not None and ref in self.start_from.choices:
+            self.start_from.value = ref
+        elif ref is not None and Path(ref).is_file():
+            self.start_from.value, self.start_file.value = FROM_FILE, ref
+        else:
+            raise InputError(f"the model that made {layer_name!r} ({ref}) is no longer available; choose one "
+                             "under 'start from' and press Start training")
 
     def stop(self, *_: Any) -> None:
         if self.running:
@@ -260,42 +346,82 @@ class TrainWidget(JobHost, Container):
         if self.closed:
             return
         if isinstance(event, StepEnd):
-            done = event.step / self._total_steps
-            if self._budget_s:
-                done = max(done, (time.perf_counter() - self._t0) / self._budget_s)
-            self.progress.value = int(1000 * min(done, 1.0))
+            self.plot.add_step(event.step, event.loss)
+            self.progress.value = min(event.step, self._total_steps)
+            now = time.perf_counter()
+            if now - self._last_status > 0.25:  # a readable rate, however fast the steps
+                self._last_status = now
+                self.status.value = self._step_status(event, now - self._t0)
         elif isinstance(event, EpochEnd):
-            self.plot.add(event.epoch, event.train_loss, event.val_dice)
+            self.plot.add_epoch(event.epoch, event.step, event.train_loss, event.val_dice)
             self.status.value = (f"epoch {event.epoch}: loss {event.train_loss:.4f}, val Dice {event.val_dice:.4f}"
                                  f" (best {event.best_val_dice:.4f}), {event.elapsed_s:.0f} s")
         elif isinstance(event, Message):
             self.status.value = event.text
 
-    def _on_done(self, result: Any) -> None:
+    def _step_status(self, event: StepEnd, elapsed: float) -> str:
+        left = ""
+        if not self.plot.epochs:  # before the first validation: say when it comes
+            left = f"; validation after step {self._steps_per_epoch}"
+        budget = f" of {self._budget_s:.0f}" if self._budget_s else ""
+        return f"epoch {event.epoch}, step {event.step}: loss {event.loss:.4f}, {elapsed:.0f}{budget} s{left}"
+
+    def _on_done(self, run: _Run) -> None:
         from napari.utils.notifications import show_info
 
         from ..training import to_model_file
 
-        mf = to_model_file(result)
+        if run.result is None:
+            msg = ("Training stopped before its first epoch ended, so no model was kept (nothing was validated "
+                   "yet); let it run past the first validation (the status line says at which step)")
+            show_info(msg)
+            if not self.closed:
+                self.status.value = msg
+            return
+        result = run.result
         dice = f"val Dice {result.best_val_dice:.3f}" if result.best_epoch else "not validated"
         cfg = result.model_config
-        self.last_model = session_models(self.viewer).add(f"U-Net d{cfg.depth}w{cfg.widths[0]}, {dice}", mf)
+        self.last_model = self.store.add(f"U-Net d{cfg.depth}w{cfg.widths[0]}, {dice}", to_model_file(result))
         why = "its panel was closed" if self.closed else result.stop_reason
-        keep = "" if self.closed else "; Save it to keep it"
+        ended = f"Training ended ({why}): best {dice} at epoch {result.best_epoch}"
+        show_info(f"{ended}; the model is kept in this session as {self.last_model!r} (Predict, Compare, "
+                  f"Compress){'' if self.closed else '; Save it to keep it'}.")
+        if not run.tuned:  # the threshold tuning a Stop skipped, in a worker: napari stays responsive
+            name = self.last_model
+            if not self.closed:
+                self.status.value = f"{ended}; tuning its thresholds on the validation images ..."
+
+            def tune(_stop):
+                return run.trainer.tune()
+                yield  # a generator, as Job wants
+
+            self.job = Job(tune, "Tuning thresholds", on_event=lambda _e: None,
+                           on_done=lambda res: self._wrapped_up(name, to_model_file(res), ended, False),
+                           on_finished=self._on_finished)
+            return
+        self._wrapped_up(None, None, ended, result.stop_reason != "stopped by user")
+
+    def _wrapped_up(self, name: str | None, tuned: Any, ended: str, complete: bool) -> None:
+        """The run's model is final: store the tuned version, autosave, and say so."""
+        from napari.utils.notifications import show_info
+
+        if name is not None:
+            self.store.replace(name, tuned)
         saved = self._autosave() if self._autosave_to is not None else None
         if saved is not None:
-            keep = f"; saved to {saved}"
-        show_info(f"Training ended ({why}): best {dice} at epoch {result.best_epoch}; the model is kept in "
-                  f"this session as {self.last_model!r} (Predict, Compare, Compress){keep}.")
+            show_info(f"{self.last_model!r} saved to {saved}")
         if not self.closed:
-            self.status.value = f"done ({why}): best {dice} at epoch {result.best_epoch}" + (
-                f", saved to {saved}" if saved is not None else "")
-            self.progress.value = 1000
+            self.status.value = ended + (f", saved to {saved}" if saved is not None else "")
+            if complete:  # ended on its own (epochs, time, early stopping); a Stop keeps the steps done
+                self.progress.value = self.progress.max
             self.save_button.enabled = True
 
     def _on_finished(self) -> None:
+        if not self.running:
+            self.store.retraining = None
         if not self.closed:
             self._set_running(False)
+            self.start_button.enabled = not self.running  # not while a Stop's wrap-up still runs
 
     # -- saving -------------------------------------------------------------------------------------
     _autosave_to: Path | None = None
