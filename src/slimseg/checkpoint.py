@@ -133,7 +133,7 @@ def _check_declared(declared: dict[str, tuple[np.dtype, tuple[int, ...]]], model
             raise ModelFileError(f"{path}: its tensors declare more than a checkpoint of these model settings "
                                  f"holds ({cap / 2**20:.1f} MiB, up to {name!r}); it was not read")
         group, _, rest = name.partition("/")
-        if group in ("model", "best"):
+        if group in ("model", "best", "ema"):
             ok = layout.get(rest) == shape
         elif group == "optimizer":
             index, _, _ = rest.partition("/")
@@ -143,7 +143,7 @@ def _check_declared(declared: dict[str, tuple[np.dtype, tuple[int, ...]]], model
         if not ok:
             raise ModelFileError(f"{path}: tensor {name!r} ({shape}) does not fit the model settings stored "
                                  "beside it; the file is damaged or was tampered with")
-    for group in ("model", "best"):
+    for group in ("model", "best", "ema"):
         have = {n.partition("/")[2] for n in declared if n.startswith(group + "/")}
         if (have or group == "model") and have != set(layout):
             raise ModelFileError(f"{path}: the checkpoint's {group} weights do not fit the model settings "
