@@ -204,6 +204,10 @@ class PredictConfig:
     batch_size: int = option(2, cli=False)  # tiles per forward pass: memory grows with it, CPU speed hardly does
     threshold: float = option(0.5, cli=False)  # foreground probability
     seed_threshold: float = option(0.5, cli=False)  # centredness above which a pixel seeds an instance
+    # > 0: the seeds are the centredness maxima (above seed_threshold) that rise at least this much above
+    # the saddle to any higher neighbour (h-maxima), so touching nuclei whose cores blur together still
+    # get a seed each; 0: each connected core above seed_threshold is one seed
+    seed_h: float = option(0.0, cli=False)
     min_size: int = option(8, cli=False)  # objects smaller than this (pixels) are dropped
     tta: bool = option(False, "average over flips (4x slower, smoother masks)")
     stitch_threshold: float = option(0.0, "stacks: link objects of neighbouring planes whose IoU is at least "
@@ -214,6 +218,8 @@ class PredictConfig:
             raise InputError(f"need tile >= 32 and 0 <= overlap < tile/2, got {self.tile}, {self.overlap}")
         if not 0 < self.threshold < 1 or not 0 < self.seed_threshold < 1:
             raise InputError("thresholds must lie strictly between 0 and 1")
+        if not 0 <= self.seed_h < 1:
+            raise InputError(f"seed_h must lie in [0, 1) (0 = connected cores as seeds), got {self.seed_h}")
         if not 0 <= self.stitch_threshold <= 1:
             raise InputError(f"stitch_threshold must lie in [0, 1] (0 = no stitching), got {self.stitch_threshold}")
 

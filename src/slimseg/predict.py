@@ -149,11 +149,28 @@ def _infer(model_fn: ModelFn, batch: np.ndarray, tta: bool = False) -> np.ndarra
         return (total / len(_FLIPS)).numpy()
 
 
-def labels_from_probabilities(probs: np.ndarray, cfg: PredictConfig = PredictConfig()) -> np.ndarray:
-    """uint32 instance labels: foreground above ``threshold``, split at the cores of the centredness map."""
+def centre_peaks(centredness: np.ndarray, h: float) -> np.ndarray:
+    """Boolean h-maxima of the centredness map: its regional maxima of dynamic at least ``h``."""
+    from skimage.morphology import h_maxima
+
+    return h_maxima(np.asarray(centredness, np.float32), h).astype(bool)
+
+
+def seed_mask(centredness: np.ndarray, cfg: PredictConfig, peaks: np.ndarray | None = None) -> np.ndarray:
+    """The pixels that seed instances: centredness above ``seed_threshold`` and, with ``seed_h``, only
+    at its h-maxima (``peaks``: :func:`centre_peaks` computed already)."""
+    seeds = centredness > cfg.seed_threshold
+    if cfg.seed_h > 0:
+        seeds &= centre_peaks(centredness, cfg.seed_h) if peaks is None else peaks
+    return seeds
+
+
+def labels_from_probabilities(probs: np.ndarray, cfg: PredictConfig = PredictConfig(),
+                              peaks: np.ndarray | None = None) -> np.ndarray:
+    """uint32 instance labels: foreground above ``threshold``, split at the seeds of the centredness map
+    (:func:`seed_mask`)."""
     fg = probs[0] > cfg.threshold
-    seeds = probs[1] > cfg.seed_threshold
-    return split_instances(fg, seeds, landscape=probs[1], min_size=cfg.min_size)
+    return split_instances(fg, seed_mask(probs[1], cfg, peaks), landscape=probs[1], min_size=cfg.min_size)
 
 
 def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,

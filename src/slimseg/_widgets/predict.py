@@ -122,6 +122,10 @@ class PredictWidget(JobHost, Container):
                                            step=0.05,
                                            tooltip="centredness above which a pixel seeds an object; "
                                                    "lower it if touching nuclei are merged")
+        self.seed_h = FloatSpinBox(label="seed height", value=cfg.seed_h, min=0.0, max=0.95, step=0.05,
+                                   tooltip="0: every core above the seed threshold seeds one object; above 0: "
+                                           "only centredness peaks rising this much above their saddle do "
+                                           "(splits touching nuclei whose cores blur together)")
         self.min_size = SpinBox(label="min object size", value=cfg.min_size, min=0, max=100000, tooltip="pixels")
         self.probabilities = CheckBox(text="also show the probability map", value=False)
         self.block = SpinBox(label="block size", value=LargeConfig().block, min=64, max=16384, step=64,
@@ -139,7 +143,8 @@ class PredictWidget(JobHost, Container):
         buttons.margins = (0, 0, 0, 0)
         super().__init__(widgets=[self.model, self.image, self.more_channels, self.channel_axis, self.channels,
                                   self.tile, self.overlap, self.tta, self.stitch, self.own_thresholds,
-                                  self.threshold, self.seed_threshold, self.min_size, self.probabilities,
+                                  self.threshold, self.seed_threshold, self.seed_h, self.min_size,
+                                  self.probabilities,
                                   self.block, self.store, self.new_layer,
                                   buttons, self.progress, self.status])
         self.max_width = MAX_WIDTH
@@ -153,7 +158,7 @@ class PredictWidget(JobHost, Container):
         on_close(self.native, self._on_close)
 
     def _enable_thresholds(self, *_: Any) -> None:
-        for field in (self.threshold, self.seed_threshold, self.min_size):
+        for field in (self.threshold, self.seed_threshold, self.seed_h, self.min_size):
             field.enabled = self.own_thresholds.value
         self._show_model_settings()
 
@@ -169,7 +174,7 @@ class PredictWidget(JobHost, Container):
             return  # no model chosen yet: Segment will say so
         cfg = predict_config_of(mf.meta)
         self.threshold.value, self.seed_threshold.value = cfg.threshold, cfg.seed_threshold
-        self.min_size.value = cfg.min_size
+        self.seed_h.value, self.min_size.value = cfg.seed_h, cfg.min_size
 
     def settings(self) -> dict[str, Any]:
         """The prediction settings the form changes (checked here, so a bad value is reported at once)."""
@@ -181,7 +186,7 @@ class PredictWidget(JobHost, Container):
                                "stitch_threshold": self.stitch.value}
         if self.own_thresholds.value:
             out.update(threshold=self.threshold.value, seed_threshold=self.seed_threshold.value,
-                       min_size=self.min_size.value)
+                       seed_h=self.seed_h.value, min_size=self.min_size.value)
         dataclasses.replace(PredictConfig(), **out)  # raises InputError naming a bad value
         return out
 

@@ -111,8 +111,9 @@ def _retune_thresholds(mf: io.ModelFile, data: CompressData, cfg: CompressConfig
     else:
         tuned, f1 = base, base_f1
     record["thresholds"] = {"threshold": tuned.threshold, "seed_threshold": tuned.seed_threshold,
-                            "changed": changed, "tuned_on_images": len(pick), "instance_f1": f1,
+                            "seed_h": tuned.seed_h, "changed": changed, "tuned_on_images": len(pick), "instance_f1": f1,
                             "inherited": {"threshold": base.threshold, "seed_threshold": base.seed_threshold,
+                                          "seed_h": base.seed_h,
                                           "instance_f1": base_f1}}
     if changed:
         yield Message(f"thresholds re-tuned on {len(pick)} fine-tuning images: foreground {base.threshold:g} -> "

@@ -87,8 +87,11 @@ def readme(source: Source, cfg: ExportConfig, model_path: Path, on_sample: bool)
         "slimseg (`slimseg.instances.split_instances`) labels instances so:",
         "",
         f"1. foreground = `foreground > {pc.threshold:g}`; its connected components are candidate objects;",
-        f"2. seeds = `centredness > {pc.seed_threshold:g}` inside the foreground, labelled as connected "
-        "components;",
+        (f"2. seeds = `centredness > {pc.seed_threshold:g}` inside the foreground, labelled as connected "
+         "components;" if not pc.seed_h else
+         f"2. seeds = the h-maxima of the centredness with h = {pc.seed_h:g} (regional maxima rising at least "
+         f"that much above the saddle to any higher neighbour) where `centredness > {pc.seed_threshold:g}`, "
+         "inside the foreground, labelled as connected components;"),
         "3. a component holding one seed or none is one object; a component holding several seeds is split "
         "among them by a seeded watershed on the negated centredness map, inside that component;",
         f"4. objects smaller than {pc.min_size} pixels are removed.",
