@@ -39,7 +39,7 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
-def one_run(names, images, labels, held, settings: dict, curve: list[float]) -> dict:
+def one_run(names, images, labels, held, settings: dict, curve: list[float], save_dir: str | None = None) -> dict:
     """Train once; score the held-out images with the final model and with the best model at each
     ``curve`` minute (as of the first epoch that ends past it)."""
     from slimseg.config import TrainConfig
@@ -64,6 +64,10 @@ def one_run(names, images, labels, held, settings: dict, curve: list[float]) -> 
     wall = time.perf_counter() - t0
     history = result.history
     final = run_events(score_model(result.segmenter(), h_images, h_labels, names=h_names)).summary
+    if save_dir:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        result.save(Path(save_dir) / f"seed{settings.get('seed', 0)}.slimseg", overwrite=True,
+                    metrics={"holdout": {k: final[k] for k in KEYS}})
     points = []
     for minute, elapsed, step, state in snapshots:
         trainer.load_best(state)
@@ -98,6 +102,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a TrainConfig field")
     ap.add_argument("--label", default="defaults", help="the row's name")
     ap.add_argument("--json", help="append the row to this JSON file")
+    ap.add_argument("--save-models", metavar="DIR", help="also save each run's model file in DIR")
     a = ap.parse_args()
 
     from slimseg.config import TrainConfig
@@ -119,7 +124,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; settings {base}", file=sys.stderr)
     runs = []
     for seed in [int(s) for s in a.seeds.split(",")]:
-        run = one_run(*train, held, {**base, "seed": seed}, curve)
+        run = one_run(*train, held, {**base, "seed": seed}, curve, a.save_models)
         runs.append(run)
         print(json.dumps(run), file=sys.stderr)
     row = {"label": a.label, "settings": base, "defaults": dataclasses.asdict(TrainConfig()),

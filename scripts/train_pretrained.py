@@ -17,7 +17,7 @@ import json
 import sys
 
 # The recipe: a long budget, the defaults otherwise (slimseg's tuned optimizer, loss and schedule).
-RECIPE = {"minutes": 240.0, "epochs": 1000, "patience": 60, "patches_per_epoch": 512, "val_fraction": 0.1}
+RECIPE = {"minutes": 240.0, "epochs": 1000, "patience": 30, "val_fraction": 0.1}
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.2, 2018
 
 

@@ -275,9 +275,10 @@ class Trainer:
             history = [dict(row) for row in state["history"]]
             best = float(state["best_val_dice"]), int(state["best_epoch"])
             self.model.load_state_dict(_state_of(checkpoint, "model"))
-            if self.average is not None:
-                self.average.model.load_state_dict(_state_of(checkpoint, "ema"))
-                self.average.updates = int(state["ema_updates"])
+            if self.average is not None:  # a checkpoint from before weight averaging starts it from its weights
+                averaged = _state_of(checkpoint, "ema")
+                self.average.model.load_state_dict(averaged or self.model.state_dict())
+                self.average.updates = int(state["ema_updates"]) if averaged else 0
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise InputError(f"the checkpoint's training state is damaged ({type(err).__name__}: {err})") from None
         self._result.history = history
