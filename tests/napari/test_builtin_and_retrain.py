@@ -12,7 +12,16 @@ from slimseg._widgets.train import NEW_MODEL, TrainWidget
 pytestmark = pytest.mark.gui
 
 
-def test_builtins_listed_and_the_one_pair_preselected(make_napari_viewer):
+def test_builtins_listed_and_the_one_pair_preselected(make_napari_viewer, monkeypatch):
+    from slimseg import models
+
+    shipped = models.BUILTINS["nuclei"]
+    if shipped.available:  # the shipped weights start a fine-tuning run
+        from slimseg.start import load_start
+
+        assert load_start("nuclei").model_file.model_config.in_channels == 1
+    # as if this version did not ship the file: the widgets still list the name, and say so when chosen
+    monkeypatch.setitem(models.BUILTINS, "nuclei", models.BuiltinModel("nuclei", "absent.slimseg", shipped.description))
     viewer = make_napari_viewer()
     img = viewer.add_image(np.zeros((64, 64), np.float32), name="img")
     lab = viewer.add_labels(np.zeros((64, 64), np.uint16), name="lab")
