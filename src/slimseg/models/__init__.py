@@ -37,7 +37,7 @@ class BuiltinModel:
 # name -> built-in model; tests swap in their own table (monkeypatch ``BUILTINS``).
 BUILTINS: dict[str, BuiltinModel] = {
     "nuclei": BuiltinModel("nuclei", "nuclei.slimseg",
-                           "2D nuclei, fluorescence and brightfield (grey), trained on DSB2018 (BBBC038v1)"),
+                           "2D nuclei in fluorescence images (grey), trained on DSB2018 (BBBC038v1)"),
 }
 
 
