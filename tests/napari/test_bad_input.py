@@ -117,7 +117,10 @@ def test_close_viewer_while_training(qtbot, make_napari_viewer, sample):
     assert widget.closed
 
 
-def test_predict_without_model_or_layer(qtbot, viewer, notes):
+def test_predict_without_model_or_layer(qtbot, viewer, notes, monkeypatch):
+    from slimseg import models
+
+    monkeypatch.setattr(models, "BUILTINS", {})  # no shipped model to fall back on
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image.value = viewer.layers["img"]

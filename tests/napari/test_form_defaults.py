@@ -13,7 +13,8 @@ from slimseg.optim import default_lr
 pytestmark = pytest.mark.gui
 
 
-def test_forms_start_from_the_config_defaults(make_napari_viewer):
+def test_forms_start_from_the_config_defaults(make_napari_viewer, monkeypatch):
+    from slimseg import models
     from slimseg._widgets.compress import CompressWidget
     from slimseg._widgets.predict import PredictWidget
     from slimseg._widgets.train import TrainWidget
@@ -22,6 +23,7 @@ def test_forms_start_from_the_config_defaults(make_napari_viewer):
     cfg, model_cfg = TrainWidget(viewer).configs()
     assert cfg == dataclasses.replace(TrainConfig(), lr=default_lr(TrainConfig().optimizer))
     assert model_cfg == ModelConfig()
+    monkeypatch.setattr(models, "BUILTINS", {})  # no model chosen: the form shows the defaults, not its thresholds
     predict = PredictWidget(viewer)
     predict.own_thresholds.value = True
     assert dataclasses.replace(PredictConfig(), **predict.settings()) == PredictConfig()
