@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -110,8 +111,10 @@ def stop_on_signals() -> Iterator[threading.Event]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print(f"slimseg: {signal.Signals(signum).name}: stopping at the next step and saving the best model so "
-              "far (send it again to quit at once)", file=sys.stderr, flush=True)
+        # os.write, not print: the signal can land while the main thread is inside a print to stderr, and
+        # a buffered write from the handler then fails ("reentrant call inside BufferedWriter")
+        os.write(2, (f"slimseg: {signal.Signals(signum).name}: stopping at the next step and saving the best model "
+                     "so far (send it again to quit at once)\n").encode())
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
