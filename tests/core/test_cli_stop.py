@@ -227,12 +227,16 @@ def _kill_at_random_moments(tmp_path, data_folder, kills, epochs, seed=0):
         per_epoch = max(timed(tmp_path / "reference.slimseg", epochs) - fixed, 0.0) / (epochs - 1)
         ckpt = tmp_path / "run.ckpt"
         run = ["--checkpoint", str(ckpt), "--checkpoint-every", "1"]
-        seen, codes = 0, []
+        seen, codes, trained_s = 0, [], 0.0
         for _ in range(kills):
             # a quarter of the kills while the run starts, the rest while it trains and writes checkpoints
-            # (a fifth of the epochs in all, expected)
+            # (a fifth of the epochs in all, expected). A shared machine's speed drifts: once the kills have
+            # shown how fast the epochs really go, the faster of the two estimates sets the next moments.
+            if seen:
+                per_epoch = min(per_epoch, trained_s / seen)
             training = rng.uniform(0, 0.5 * epochs / kills) * per_epoch
             delay = fixed * rng.uniform(0, 1) if rng.random() < 0.25 else fixed + training
+            trained_s += max(delay - fixed, 0.0)
             resume = ["--resume", str(ckpt)] if ckpt.exists() else []
             codes.append(train(tmp_path / "run.slimseg", epochs, [*run, *resume], float(delay)))
             if ckpt.exists():
