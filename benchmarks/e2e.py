@@ -3,6 +3,10 @@ beside the network-only time of the same tiles and the pixels' compute at the fl
 measured in the same run (2048^2 matmul); int8 PT2E first (empty compile cache) and later runs.
 
     PYTHONPATH=src python benchmarks/e2e.py IMAGES NAME=MODEL ... [--gflop-per-pixel G] [--json FILE]
+        [--build DATA --count 60 --shape 520x696]
+
+An int8 model that compiles (PT2E) is also run once more after the compile cache is warmed as
+`slimseg compress --data` warms it (for the tile shapes of images of these sizes).
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from slimseg.host import tune_process
+
+tune_process()  # as the command tunes itself (huge pages): before torch's first allocation
+import torch  # noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -43,6 +51,19 @@ def predict_seconds(model: str, images: str, cache: str) -> float:
     return seconds
 
 
+def warm_seconds(model: str, files: list, cache: str) -> float:
+    """What `slimseg compress` does after compressing: compile for the tile shapes of its images (in a
+    child process, as compress runs in its own)."""
+    code = ("import sys; from slimseg import io; from slimseg.compress.warm import warm_events; "
+            "from slimseg.data.readers import read; from slimseg.events import run; "
+            "run(warm_events(io.load(sys.argv[1]), [read(f).data for f in sys.argv[2:]]))")
+    env = {**os.environ, "SLIMSEG_CACHE_DIR": cache, "PYTHONPATH": "src"}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, model, *map(str, files[:8])], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
 def network_seconds(model: str, shapes: list[tuple[int, ...]], cache: str) -> float:
     os.environ["SLIMSEG_CACHE_DIR"] = cache
     from slimseg.segmenter import load_segmenter
@@ -50,8 +71,8 @@ def network_seconds(model: str, shapes: list[tuple[int, ...]], cache: str) -> fl
     seg = load_segmenter(model)
     with torch.inference_mode():
         xs = [torch.rand(s) for s in shapes]
-        for x in xs[:3]:
-            seg.model_fn(x)  # compile / warm
+        for s in set(shapes):
+            seg.model_fn(torch.rand(s))  # compile / warm every shape
         t = time.perf_counter()
         for x in xs:
             seg.model_fn(x)
@@ -65,11 +86,22 @@ def main() -> None:
     ap.add_argument("--gflop-per-pixel", type=float, default=17.8 / 512 ** 2, help="float U-Net 16-32-64-128")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json")
+    ap.add_argument("--build", metavar="DATA", help="first fill IMAGES (a new folder) with --count images of "
+                    "--shape packed from DATA's images (as benchmarks/stages.py builds them)")
+    ap.add_argument("--count", type=int, default=60)
+    ap.add_argument("--shape", default="520x696")
+    ap.add_argument("--note", default="2-core machine, nothing else running")
     a = ap.parse_args()
+    if a.build:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from stages import build_folder
+
+        h, _, w = a.shape.partition("x")
+        build_folder(Path(a.build), (int(h), int(w or h)), a.count, Path(a.images))
     from slimseg.compress.report import machine_info
     from slimseg.data.folder import list_images
     from slimseg.data.readers import read
-    from slimseg.predict import batch_shapes
+    from slimseg.predict import batch_calls
     from slimseg.segmenter import load_segmenter
 
     files = list_images(a.images)
@@ -80,15 +112,20 @@ def main() -> None:
         shapes = []
         for f in files:
             h, w = read(f).data.shape[-2:]
-            shapes += sorted(batch_shapes(h, w, seg.predict_config, seg.model_config.in_channels,
-                                          seg.model_config.size_multiple))
+            shapes += batch_calls(h, w, seg.predict_config, seg.model_config.in_channels,
+                                  seg.model_config.size_multiple)
         cold = tempfile.mkdtemp(prefix="e2e-cache-")
         first = predict_seconds(path, a.images, cold)  # empty cache: what compiles, compiles here
+        row = {"kind": seg.kind, "first_run_s": first}
+        if seg.meta.get("runtime", "").endswith("compile"):
+            # what `slimseg compress --data` leaves: the cache warmed for its images' sizes (here: these)
+            shutil.rmtree(cold, ignore_errors=True)
+            row["warm_at_compress_s"] = warm_seconds(path, files, cold)
+            row["first_after_compress_s"] = predict_seconds(path, a.images, cold)
         later = [predict_seconds(path, a.images, cold) for _ in range(a.repeats)]
         rates.append(matmul_gflops())
         net = network_seconds(path, shapes, cold)
-        rows[name] = {"kind": seg.kind, "first_run_s": first, "later_runs_s": float(np.median(later)),
-                      "network_s": net}
+        rows[name] = {**row, "later_runs_s": float(np.median(later)), "network_s": net}
         shutil.rmtree(cold, ignore_errors=True)
     rate = float(np.median(rates))
     compute = pixels * a.gflop_per_pixel / rate
@@ -96,7 +133,7 @@ def main() -> None:
         r["pixels_compute_s"] = compute if r["kind"] == "float" else compute / 4
         r["later_over_compute"] = r["later_runs_s"] / r["pixels_compute_s"]
     result = {"images": len(files), "pixels": pixels, "matmul_gflops": rate, "machine": machine_info(),
-              "note": "2-core machine shared with other jobs while measured", "rows": rows}
+              "note": a.note, "rows": rows}
     print(json.dumps(result, indent=1, default=str))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1, default=str))

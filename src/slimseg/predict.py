@@ -110,15 +110,20 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
     return out
 
 
+def batch_calls(height: int, width: int, cfg: PredictConfig, in_channels: int, multiple: int
+                ) -> list[tuple[int, int, int, int]]:
+    """The (N, C, H, W) shape of each model call on a ``height`` x ``width`` image, in order (planned
+    tiles, padded to ``multiple`` as the model pads them)."""
+    plan = tile_plan(height, width, cfg, multiple)
+    th, tw = -(-plan.th // multiple) * multiple, -(-plan.tw // multiple) * multiple
+    row = [(min(cfg.batch_size, len(plan.xs) - b), in_channels, th, tw) for b in range(0, len(plan.xs), cfg.batch_size)]
+    return row * len(plan.ys)
+
+
 def batch_shapes(height: int, width: int, cfg: PredictConfig, in_channels: int, multiple: int
                  ) -> set[tuple[int, int, int, int]]:
-    """The (N, C, H, W) shapes the model is called with on a ``height`` x ``width`` image (planned
-    tiles, padded to ``multiple`` as the model pads them): what a compiled model specialises for."""
-    plan = tile_plan(height, width, cfg, multiple)
-    xs = plan.xs
-    th, tw = -(-plan.th // multiple) * multiple, -(-plan.tw // multiple) * multiple
-    counts = {min(cfg.batch_size, len(xs) - b) for b in range(0, len(xs), cfg.batch_size)}
-    return {(n, in_channels, th, tw) for n in counts}
+    """The distinct shapes of :func:`batch_calls`: what a compiled model specialises for."""
+    return set(batch_calls(height, width, cfg, in_channels, multiple))
 
 
 def image_probabilities(model_fn: ModelFn, images: Sequence[np.ndarray], norm: NormConfig | Normalizer,

@@ -1,7 +1,9 @@
+import hashlib
 import os
 import warnings
 
 import pytest
+import torch
 
 from slimseg.kinds import compile_cache
 
@@ -57,9 +59,46 @@ def _check_no_cache():
     assert not os.path.exists(scratch)  # nothing kept
 
 
-def test_set_aside_empties_the_cache(fresh, monkeypatch):
+def test_a_cache_entry_that_does_not_verify_or_load_is_removed_never_trusted(fresh, monkeypatch):
     monkeypatch.setenv("SLIMSEG_CACHE_DIR", str(fresh / "c"))
-    path = compile_cache.inductor_dir()
-    (fresh / "c").joinpath(os.path.basename(path), "entry").write_bytes(b"junk")
-    compile_cache.set_aside()
-    assert os.listdir(path) == []
+    packages = os.path.join(compile_cache.inductor_dir(), "packages")
+    os.makedirs(packages)
+    tampered, junk = (os.path.join(packages, n) for n in ("tampered.pt2", "junk.pt2"))
+    for path, digest in ((tampered, "0" * 64), (junk, None)):
+        with open(path, "wb") as f:
+            f.write(b"not an AOTInductor package")
+        with open(path[:-4] + ".sha256", "w") as f:  # junk: its true digest, so only loading can fail
+            f.write(digest or hashlib.sha256(b"not an AOTInductor package").hexdigest())
+    from pathlib import Path
+
+    assert compile_cache.load_package(Path(tampered)) is None
+    assert compile_cache.load_package(Path(junk)) is None
+    assert os.listdir(packages) == []
+    assert compile_cache.load_package(Path(packages) / "missing.pt2") is None
+
+
+class Affine(torch.nn.Module):
+    def forward(self, x):
+        return x * 2 + 1
+
+
+@pytest.mark.slow
+def test_a_compiled_package_is_stored_once_and_reused_by_the_next_process(fresh, monkeypatch):
+    monkeypatch.setenv("SLIMSEG_CACHE_DIR", str(fresh / "c"))
+    built = []
+
+    def graph():
+        built.append(1)
+        return torch.fx.symbolic_trace(Affine())
+
+    x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    fn = compile_cache.compiled("affine-1x1x2x3", graph, torch.zeros(1, 1, 2, 3))
+    torch.testing.assert_close(fn(x), x * 2 + 1)
+    packages = os.path.join(compile_cache.inductor_dir(), "packages")
+    assert sorted(os.listdir(packages)) == ["affine-1x1x2x3.pt2", "affine-1x1x2x3.sha256"]
+    again = compile_cache.compiled("affine-1x1x2x3", graph, torch.zeros(1, 1, 2, 3))  # as a new process would
+    torch.testing.assert_close(again(x), x * 2 + 1)
+    assert built == [1]  # the graph was built (and compiled) once
+    scratch = compile_cache.compiled(None, graph, torch.zeros(1, 1, 2, 3))  # no key: nothing stored
+    torch.testing.assert_close(scratch(x), x * 2 + 1)
+    assert len(os.listdir(packages)) == 2

@@ -130,3 +130,21 @@ def test_tta_averages_the_flips():
     np.testing.assert_allclose(tta[0, 5].astype(np.float32), want, atol=2e-3)
     assert not np.allclose(plain[0, 5].astype(np.float32), want, atol=1e-2)
     np.testing.assert_allclose(tta[1].astype(np.float32), plain[1].astype(np.float32), atol=2e-3)
+
+
+@pytest.mark.parametrize("shape", [(40, 40), (70, 150), (200, 90)])
+def test_batch_calls_are_the_calls_prediction_makes(shape):
+    from slimseg.predict import batch_calls, batch_shapes
+
+    calls = []
+
+    def model_fn(x):
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 8, (-w) % 8  # as a padding model wrapper sees them
+        calls.append((x.shape[0], x.shape[1], h + ph, w + pw))
+        return torch.zeros(x.shape[0], 2, h, w)
+
+    cfg = PredictConfig(tile=64, overlap=8, batch_size=2)
+    run(predict_probabilities(model_fn, np.random.rand(*shape).astype(np.float32), NormConfig(), cfg, multiple=8))
+    assert calls == batch_calls(*shape, cfg, 1, 8)
+    assert batch_shapes(*shape, cfg, 1, 8) == set(calls)

@@ -1,21 +1,29 @@
-"""slimseg's own on-disk cache of what ``torch.compile`` generates (Inductor's FX graph cache), so a
-model and tile shape compile once per machine, not once per process.
+"""slimseg's own on-disk cache of compiled int8 models: one AOTInductor package per model and tile
+shape, compiled ahead of time once per machine (at ``slimseg compress`` time, or by the first run that
+meets the shape) and loaded in milliseconds by every later process, with no tracing or compiling.
 
 The cache lives under the user cache dir (``SLIMSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/slimseg``,
-else ``~/.cache/slimseg``) and holds only what Inductor generated on this machine; nothing in it
-comes from a model file. A directory that is not writable means no cache (one warning); an entry
-that fails to load is set aside and compiled again.
+else ``~/.cache/slimseg``) and holds only what Inductor generated on this machine from slimseg's own
+graphs; nothing in it comes from a model file, and a model file never carries code. Each package sits
+beside its SHA-256: an entry whose bytes do not match, or that fails to load, is removed and compiled
+again, never trusted. A directory that is not writable means no cache (one warning): packages are then
+compiled in a private temporary folder, loaded and deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+# what Inductor is asked for: constants folded into the generated code (the int8 weights are fixed)
+INDUCTOR_CONFIGS = {"freezing": True}
 
 _state: dict[str, str | None] = {}
 
@@ -50,9 +58,8 @@ def inductor_dir() -> str | None:
 
 @contextlib.contextmanager
 def compiling() -> Iterator[None]:
-    """Run the first call of a ``torch.compile``'d function (which compiles) with slimseg's cache:
-    Inductor reads and writes there; without a usable cache it compiles in a private temporary folder
-    and caches nothing."""
+    """Compile with slimseg's cache as Inductor's own cache and working folder; without a usable cache
+    Inductor works in a private temporary folder and caches nothing."""
     import torch._inductor.config as inductor_config
     from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
@@ -69,9 +76,76 @@ def compiling() -> Iterator[None]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def set_aside() -> None:
-    """Move the cache aside (after a compile through it failed): the next compile rebuilds it from nothing."""
-    path = inductor_dir()
-    if path is not None and os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path, exist_ok=True)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def load_package(path: Path) -> Callable[..., Any] | None:
+    """The compiled model in the package at ``path``, or None where there is none that can be trusted:
+    missing, bytes that do not match its SHA-256, or a package that fails to load (those are removed)."""
+    digest = path.with_suffix(".sha256")
+    if not (path.is_file() and digest.is_file()):
+        return None
+    try:
+        if digest.read_text().strip() == _sha256(path):
+            return _open_package(str(path))
+    except Exception:  # noqa: BLE001 - a damaged or foreign entry: rebuilt, never trusted
+        pass
+    _remove(path, digest)
+    return None
+
+
+def _open_package(path: str) -> Callable[..., Any]:
+    """The one-tensor-in, one-tensor-out model of an AOTInductor package, run through torch's C++ loader
+    directly: ``torch._inductor.aoti_load_package`` first imports torch._dynamo and torch.export (1.7 s)
+    and compiles and runs probe programs to check the CPU's vector instructions (1.4 s), only to log a
+    mismatch; the cache key already names this CPU's instruction set (``pt2e_runner.cache_key``)."""
+    import torch
+
+    loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
+
+    def run(x: Any) -> Any:
+        return loader.boxed_run([x])[0]
+
+    return run
+
+
+def compiled(key: str | None, graph: Callable[[], Any], example: Any) -> Callable[..., Any]:
+    """The AOTInductor-compiled ``graph()`` (a GraphModule, built only when it must be compiled) for
+    inputs shaped like ``example``: loaded from the cache entry ``key`` when it is there and sound,
+    else compiled (and stored there when ``key`` is given and the cache is writable)."""
+    folder = inductor_dir()
+    path = Path(folder) / "packages" / f"{key}.pt2" if folder is not None and key else None
+    if path is not None and (fn := load_package(path)) is not None:
+        return fn
+    import torch
+    import torch._inductor
+
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.export.export(graph(), (example,))
+    with compiling():
+        if path is None:
+            scratch = tempfile.mkdtemp(prefix="slimseg-package-")
+            try:
+                out = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(scratch, "m.pt2"),
+                                                               inductor_configs=INDUCTOR_CONFIGS)
+                return _open_package(out)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
+        try:
+            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=INDUCTOR_CONFIGS)
+            digest_tmp = tmp.with_suffix(".sha256")
+            digest_tmp.write_text(_sha256(tmp))
+            os.replace(tmp, path)  # the package first, then its digest: a half-written entry never verifies
+            os.replace(digest_tmp, path.with_suffix(".sha256"))
+        finally:
+            _remove(tmp, tmp.with_suffix(".sha256"))
+    return _open_package(str(path))

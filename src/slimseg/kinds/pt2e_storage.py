@@ -80,6 +80,8 @@ def stored(mf: io.ModelFile) -> tuple[UNet, dict[str, str], dict[str, tuple[torc
         if t["weights_int8"].dtype != np.int8:
             raise ModelFileError(f"the weights are {t['weights_int8'].dtype}, expected int8")
         acts = [n for n, r in roles.items() if r == "activation"]
+        if len(acts) != t["activation_scale"].size or len(acts) != t["activation_zero_point"].size:
+            raise IndexError("the activation parameters do not match the stored observers")
         for i, name in enumerate(acts):
             qparams[name] = (torch.tensor([float(t["activation_scale"][i])]),
                              torch.tensor([int(t["activation_zero_point"][i])]))
