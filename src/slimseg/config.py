@@ -201,7 +201,10 @@ class TrainConfig:
 @dataclass
 class PredictConfig:
     # The command line sets tile, overlap, tta and stitch_threshold; the rest stay the model's own (tuned with it).
-    tile: int = 512
+    # the largest tile side: 768 covers the usual camera frames (512 x 640, 520 x 696) in one tile and
+    # 1024^2 / 2048^2 in 2 x 2 / 3 x 3 tiles, <= 16% of pixels computed twice (512: up to 28%); the
+    # network's time per pixel hardly depends on the tile size, its memory grows with it (docs/performance.md)
+    tile: int = 768
     overlap: int = 64
     batch_size: int = option(2, cli=False)  # tiles per forward pass: memory grows with it, CPU speed hardly does
     threshold: float = option(0.5, cli=False)  # foreground probability

@@ -84,12 +84,15 @@ class Segmenter:
 
 
 def predict_config_of(meta: dict[str, Any]) -> PredictConfig:
-    """The prediction settings stored in a model file's metadata (defaults where absent)."""
+    """The model's own prediction settings stored in its metadata: those tuned with it (thresholds, seeds,
+    smallest object, batch size: the fields kept off the command line). How to run it (tile, overlap,
+    flips, stitching) is this version's default, whatever the file was written with; defaults where absent."""
     stored = meta.get("predict")
     if not isinstance(stored, dict):
         return PredictConfig()
+    own = {f.name for f in dataclasses.fields(PredictConfig) if f.metadata.get("cli") is False}
     try:
-        return from_dict(PredictConfig, stored)
+        return from_dict(PredictConfig, {k: v for k, v in stored.items() if k in own})
     except (TypeError, ValueError):
         return PredictConfig()
 

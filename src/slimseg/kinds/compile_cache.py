@@ -138,14 +138,9 @@ def compiled(key: str | None, graph: Callable[[], Any], example: Any) -> Callabl
                 return _open_package(out)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
-        try:
+        from ..files import atomic_path, write_text
+
+        with atomic_path(path) as tmp:  # the package first, then its digest: a half-written entry never verifies
             torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=INDUCTOR_CONFIGS)
-            digest_tmp = tmp.with_suffix(".sha256")
-            digest_tmp.write_text(_sha256(tmp))
-            os.replace(tmp, path)  # the package first, then its digest: a half-written entry never verifies
-            os.replace(digest_tmp, path.with_suffix(".sha256"))
-        finally:
-            _remove(tmp, tmp.with_suffix(".sha256"))
+        write_text(path.with_suffix(".sha256"), _sha256(path))
     return _open_package(str(path))
