@@ -92,7 +92,7 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
     for row, y in enumerate(ys):
         if y != lo:  # rows [lo, y) get no more tiles: finish them and slide the accumulators down
             shift = y - lo
-            out[:, lo:y] = acc[:, :shift] / wacc[:shift]
+            _to_half(out[:, lo:y], acc[:, :shift] / wacc[:shift])
             acc[:, : th - shift] = acc[:, shift:]
             acc[:, th - shift:] = 0
             wacc[: th - shift] = wacc[shift:]
@@ -106,8 +106,15 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
                 acc[:, :, x:x + tw] += p * window
                 wacc[:, x:x + tw] += window
         yield Progress("predict", row + 1, len(ys))
-    out[:, lo:lo + th] = acc / wacc
+    _to_half(out[:, lo:lo + th], acc / wacc)
     return out
+
+
+def _to_half(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` into float16, through torch's vectorised conversion: numpy's takes ~50 ns per
+    value that rounds to a subnormal half, as background probabilities do (40 ms of a 520 x 696 image;
+    torch: under 1 ms, the same bits)."""
+    torch.from_numpy(dst).copy_(torch.from_numpy(src))
 
 
 def batch_calls(height: int, width: int, cfg: PredictConfig, in_channels: int, multiple: int
@@ -134,7 +141,7 @@ def image_probabilities(model_fn: ModelFn, images: Sequence[np.ndarray], norm: N
     out = []
     for n, image in enumerate(images):
         probs = yield from predict_probabilities(model_fn, image, norm, cfg, in_channels, out_channels)
-        out.append(probs.astype(np.float32))
+        out.append(torch.from_numpy(probs).float().numpy())  # as _to_half: numpy's conversion is slow
         if stage is not None:
             yield Progress(stage, n + 1, len(images))
     return out
