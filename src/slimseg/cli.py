@@ -39,7 +39,8 @@ def _add_engine_option(p: argparse.ArgumentParser) -> None:
     from .kinds import ENGINES
 
     p.add_argument("--int8-engine", default="auto", choices=ENGINES,
-                   help="how an int8-pt2e model runs: compile (torch.compile), lowered (oneDNN kernels without "
+                   help="how an int8-pt2e model runs: compile (AOTInductor, compiled once per tile shape and cached), "
+                        "lowered (oneDNN kernels without "
                         "compiling), reference (slow, for checks), or auto (default): compile where a C++ "
                         "compiler is found, else lowered")
 

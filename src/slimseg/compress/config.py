@@ -40,7 +40,7 @@ class CompressConfig:
     minutes: float = option(1.0, "fine-tuning budget for qat and pruning (default %(default)g)")
     calibration_patches: int = 64
     seed: int = 0
-    backend: Backend = option("auto", "int8 target: pt2e (PyTorch, oneDNN int8 kernels via torch.compile), onnx "
+    backend: Backend = option("auto", "int8 target: pt2e (PyTorch, oneDNN int8 kernels compiled by Inductor), onnx "
                               "(ONNX Runtime, portable), or auto (default): pt2e on CPUs with VNNI/AMX, onnx on "
                               "others; slimseg benchmark shows which is faster on your CPU")
     patch_size: int = option(256, cli=False)

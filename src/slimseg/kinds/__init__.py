@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     from ..io import ModelFile
 
-# How an int8 PT2E model runs: "compile" (torch.compile, fused oneDNN kernels; needs a C++ compiler),
+# How an int8 PT2E model runs: "compile" (AOTInductor packages of fused oneDNN kernels, one per tile shape,
+# cached: kinds.compile_cache; compiling needs a C++ compiler),
 # "lowered" (the same kernels without code generation), "reference" (the converted graph as it is),
 # "auto" (compile where a C++ compiler is found, else lowered).
 ENGINES = ("auto", "compile", "lowered", "reference")
