@@ -105,6 +105,21 @@ def per_image(row: dict, n: int) -> dict:
     return stages
 
 
+def table(rows: list[dict]) -> str:
+    """Milliseconds per image for the stages; seconds per command for the rest (imports on first use,
+    counting and printing: "other"), the start, the load and the first run's compiling."""
+    lines = ["| model | size | read | normalise | tiling | network | instances | write | per image | other, per "
+             "command | start | load | compile (1st run) |", "|---|---|" + "---:|" * 11]
+    keys = ("read", "normalise", "tiling", "network", "instances", "write")
+    for r in rows:
+        s, c = r["per_image_s"], r["command_s"]
+        ms = [f"{1000 * s[k]:.0f}" for k in keys]
+        lines.append(f"| {r['model']} | {r['size']} | " + " | ".join(ms) + f" | {1000 * sum(s[k] for k in keys):.0f} | "
+                     f"{s['other'] * r['images']:.2f} s | {c['start']:.2f} s | {c['load']:.2f} s | "
+                     f"{c['compile_first_run']:.1f} s |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
@@ -134,14 +149,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    print("| model | size | read | normalise | tiling | network | instances | write | other | "
-          "per image | start | load | compile (1st run) |")
-    print("|---|---|" + "---:|" * 11)
-    for r in rows:
-        s, c = r["per_image_s"], r["command_s"]
-        ms = [f"{1000 * s[k]:.0f}" for k in ("read", "normalise", "tiling", "network", "instances", "write", "other")]
-        print(f"| {r['model']} | {r['size']} | " + " | ".join(ms) + f" | {1000 * sum(s.values()):.0f} | "
-              f"{c['start']:.2f} s | {c['load']:.2f} s | {c['compile_first_run']:.2f} s |")
+    print(table(rows))
     if a.json:
         a.json.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1, default=str) + "\n")
 

@@ -72,10 +72,16 @@ def _segmenter(model: Any, engine: str = "auto"):
 
 
 def _threads(n: int | None) -> None:
+    """On a Dask worker (slimseg's own process there): ``n`` torch threads, and glibc's malloc kept from
+    unmapping every tile batch's activations as Dask's ``MALLOC_TRIM_THRESHOLD_`` makes it
+    (:func:`slimseg.host.tune_malloc`). In this process (no ``n``): nothing changes."""
     if n:
         import torch
 
+        from .host import tune_malloc
+
         torch.set_num_threads(n)
+        tune_malloc()
 
 
 def predict_tif(model: Any, job: Job, cfg: PredictConfig | None, channels: ChannelConfig | None,

@@ -61,6 +61,17 @@ def save(mf: ModelFile, path: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
+def tensors_digest(mf: ModelFile, salt: str = "") -> str:
+    """SHA-256 (hex) of ``salt`` and the model file's tensors, by name: which exact weights a file holds."""
+    import hashlib
+
+    h = hashlib.sha256(salt.encode())
+    for name in sorted(mf.tensors):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(mf.tensors[name]).tobytes())
+    return h.hexdigest()
+
+
 def file_size(mf: ModelFile) -> int:
     """The bytes ``mf`` takes as a model file (written to memory, not to disk)."""
     buf = _io.BytesIO()

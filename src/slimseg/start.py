@@ -9,12 +9,10 @@ normalisation, and by default a smaller learning rate and a shorter budget.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from . import io
 from .config import FINETUNE_EPOCHS, FINETUNE_LR_SCALE
@@ -40,11 +38,7 @@ class StartModel:
 
 def weights_digest(mf: io.ModelFile) -> str:
     """A short fingerprint of the weights (which exact model a run started from)."""
-    h = hashlib.sha256()
-    for name in sorted(mf.tensors):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(mf.tensors[name]).tobytes())
-    return h.hexdigest()[:16]
+    return io.tensors_digest(mf)[:16]
 
 
 def check_trainable(mf: io.ModelFile, source: str) -> None:

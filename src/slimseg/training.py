@@ -34,11 +34,11 @@ from .metrics import pooled_dice
 from .model import UNet, count_parameters, recalibrate_batchnorm
 from .optim import Plateau, default_lr, lr_factor, make_optimizer
 from .predict import image_probabilities
-from .segmenter import Segmenter
+from .segmenter import Segmenter, predict_config_of
 from .start import FINETUNE_LR_SCALE, StartModel, check_channels
 from .start import describe as describe_start
 from .steps import StepLoop, WeightAverage
-from .tune import tune_thresholds
+from .tune import beats_start, instance_f1, tune_thresholds
 
 BN_BATCHES_EPOCH = 4
 BN_BATCHES_FINAL = 16
@@ -349,8 +349,14 @@ class Trainer:
         """Tune the post-processing thresholds of the model :meth:`result` gave for instance F1 on the
         validation images (no-op without them); return that result, updated."""
         if self.val:
-            self._result.predict_config, self._result.tuned_instance_f1 = tune_thresholds(
-                self._val_probabilities(), [lab for _, lab in self.val])
+            probs, labels = self._val_probabilities(), [lab for _, lab in self.val]
+            cfg, f1 = tune_thresholds(probs, labels)
+            if self.init is not None:  # fine-tuning: a few validation images do not outvote the start's tuning
+                start = predict_config_of(self.init.model_file.meta)
+                start_f1 = instance_f1(probs, labels, start)
+                if not beats_start(f1, start_f1, sum(len(np.unique(lab[lab > 0])) for lab in labels)):
+                    cfg, f1 = start, start_f1
+            self._result.predict_config, self._result.tuned_instance_f1 = cfg, f1
         return self._result
 
 

@@ -4,6 +4,7 @@ on validation images. Run once after training; the result is stored in the model
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,3 +47,13 @@ def tune_thresholds(probabilities: Sequence[np.ndarray], labels: Sequence[np.nda
         if f1 > best_f1 + 1e-9:
             best, best_f1 = cfg, f1
     return best, best_f1
+
+
+def beats_start(tuned_f1: float, start_f1: float, n_objects: int) -> bool:
+    """Whether thresholds tuned on a fine-tuning run's validation images should replace those its start
+    model was tuned with: only if they score more than two standard errors of an instance F1 over
+    ``n_objects`` ground-truth objects higher there. The best of many candidates on a few validation
+    images is optimistic by about that much; the start model's thresholds were tuned on many more."""
+    p = min(max(start_f1, 0.05), 0.95)
+    return tuned_f1 - start_f1 > 2 * math.sqrt(p * (1 - p) / max(n_objects, 1))
+

@@ -68,3 +68,14 @@ def test_tuning_keeps_core_seeds_where_they_do_as_well():
     probs[0][lab > 0], probs[1][lab > 0] = 0.95, 0.9
     cfg, f1 = tune_thresholds([probs], [lab], PredictConfig(min_size=1))
     assert f1 == 1.0 and cfg.seed_h == 0.0
+
+
+def test_tuned_thresholds_replace_the_start_models_only_beyond_two_standard_errors():
+    from slimseg.tune import beats_start
+
+    # 100 objects at F1 0.8: standard error sqrt(0.8 * 0.2 / 100) = 0.04, so the bar is 0.08
+    assert not beats_start(0.87, 0.80, 100)
+    assert beats_start(0.89, 0.80, 100)
+    assert beats_start(0.83, 0.80, 10_000)  # 2 x 0.004: many objects, a small gain counts
+    assert not beats_start(0.99, 0.80, 0)  # no objects: nothing outvotes the start
+    assert not beats_start(0.80, 0.80, 10 ** 9)  # a tie keeps the start

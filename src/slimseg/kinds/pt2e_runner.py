@@ -99,17 +99,10 @@ class Int8Runner:
 
 
 def cache_key(mf: io.ModelFile) -> str:
-    """What a compiled package of ``mf`` depends on: its int8 tensors, the graph rewrites, torch and the
-    CPU's instruction set."""
-    import hashlib
-
-    import numpy as np
-
-    h = hashlib.sha256(f"{GRAPH_VERSION} {torch.__version__} {torch.backends.cpu.get_cpu_capability()}".encode())
-    for name in sorted(mf.tensors):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(mf.tensors[name]).tobytes())
-    return h.hexdigest()[:24]
+    """What a compiled package of ``mf`` depends on: its int8 tensors and model settings, the graph
+    rewrites, torch and the CPU's instruction set."""
+    salt = f"{GRAPH_VERSION} {torch.__version__} {torch.backends.cpu.get_cpu_capability()} {mf.model_config!r}"
+    return io.tensors_digest(mf, salt)[:24]
 
 
 def load(mf: io.ModelFile, meta: dict[str, Any], engine: str = "auto") -> Runnable:
