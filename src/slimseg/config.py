@@ -217,6 +217,13 @@ class PredictConfig:
     tta: bool = option(False, "average over flips (4x slower, smoother masks)")
     stitch_threshold: float = option(0.0, "stacks: link objects of neighbouring planes whose IoU is at least "
                                           "this into one 3D object (0 = off; Cellpose uses 0.25 and up)")
+    # objects much larger than those the model was trained on are predicted again at 1/2, 1/4, ... of the
+    # image's size, where they fit (a U-Net trained on small patches sees too little of a large nucleus)
+    rescale: bool = option(True, "do not predict again at a smaller scale when the objects are more than twice "
+                                 "the size of those the model was trained on")
+    diameter: float = option(0.0, "the objects' diameter in pixels, when known (0: estimated from a first pass)")
+    # median diameter (pixels) of the objects the model was trained on; 0: unknown, never rescaled
+    trained_diameter: float = option(0.0, cli=False)
 
     def __post_init__(self) -> None:
         if self.tile < 32 or not 0 <= self.overlap < self.tile // 2:
@@ -227,6 +234,9 @@ class PredictConfig:
             raise InputError(f"seed_h must lie in [0, 1) (0 = connected cores as seeds), got {self.seed_h}")
         if not 0 <= self.stitch_threshold <= 1:
             raise InputError(f"stitch_threshold must lie in [0, 1] (0 = no stitching), got {self.stitch_threshold}")
+        if not (self.diameter >= 0 and self.trained_diameter >= 0):  # also NaN
+            raise InputError(f"diameters are pixels >= 0 (0 = estimate / unknown), got {self.diameter}, "
+                             f"{self.trained_diameter}")
 
 
 @dataclass

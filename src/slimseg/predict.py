@@ -19,6 +19,7 @@ from .data.normalize import Normalizer
 from .data.tiling import blend_window, plan_tiles, tile_starts
 from .events import Progress
 from .instances import split_instances
+from .scale import median_diameter, rescale_factor, resize
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -189,8 +190,26 @@ def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
             cfg: PredictConfig = PredictConfig(), in_channels: int = 1, multiple: int | None = None
             ) -> Generator[Progress, None, Prediction]:
     """Tiled probabilities (planned tiles with ``multiple``), then instance labels; a generator like
-    every long job."""
-    probs = yield from predict_probabilities(model_fn, image, norm, cfg, in_channels, multiple=multiple)
-    yield Progress("instances", 0, 1)
+    every long job. Objects more than twice the size the model was trained on (``cfg.trained_diameter``;
+    their size is ``cfg.diameter``, else estimated from these labels) are predicted again at the scale
+    :func:`slimseg.scale.rescale_factor` gives, with the same normalisation, and the probabilities resized
+    back: the labels are then those of that pass (``cfg.rescale=False`` turns this off)."""
+    image = as_image(image, in_channels)
+    normalize = norm if isinstance(norm, Normalizer) else Normalizer.fit(image, norm)
+    size = image.shape[:2]
+    factor = rescale_factor(cfg.diameter, cfg.trained_diameter, size) if cfg.rescale else 1.0
+    if factor == 1.0:
+        probs = yield from predict_probabilities(model_fn, image, normalize, cfg, in_channels, multiple=multiple)
+        yield Progress("instances", 0, 1)
+        labels = labels_from_probabilities(probs, cfg)
+        if not cfg.rescale or cfg.diameter > 0:
+            return Prediction(labels, probs)
+        factor = rescale_factor(median_diameter([labels]), cfg.trained_diameter, size)
+        if factor == 1.0:
+            return Prediction(labels, probs)
+    small = resize(image, (max(1, round(size[0] * factor)), max(1, round(size[1] * factor))), channel_last=True)
+    probs_small = yield from predict_probabilities(model_fn, small, normalize, cfg, in_channels, multiple=multiple)
+    probs = np.empty((probs_small.shape[0], *size), np.float16)
+    _to_half(probs, resize(probs_small, size, channel_last=False))
+    yield Progress("instances", 0, 1, f"objects large for the model: predicted at 1/{round(1 / factor)} scale")
     return Prediction(labels_from_probabilities(probs, cfg), probs)
-

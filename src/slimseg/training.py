@@ -10,6 +10,7 @@ labels hold objects) raises :class:`~slimseg.errors.TrainingFailedError` instead
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .metrics import pooled_dice
 from .model import UNet, count_parameters, recalibrate_batchnorm
 from .optim import Plateau, default_lr, lr_factor, make_optimizer
 from .predict import image_probabilities
+from .scale import median_diameter
 from .segmenter import Segmenter, predict_config_of
 from .start import FINETUNE_LR_SCALE, StartModel, check_channels
 from .start import describe as describe_start
@@ -135,7 +137,9 @@ class Trainer:
         self._eval_model = self.average.model if self.average is not None else self.model
         self._best_state: dict[str, torch.Tensor] | None = None
         self._result = TrainResult(self.model, self.model_config, norm, config, split=self.split,
-                                   init=init.record() if init is not None else None)
+                                   init=init.record() if init is not None else None,
+                                   predict_config=PredictConfig(trained_diameter=round(median_diameter(
+                                       labels[i] for i in tr), 2)))
         self.data_fingerprint = ckpt_file.fingerprint(names, images, labels)
         self._resume: ckpt_file.Checkpoint | None = None
         self._stale, self._best_score = 0, -math.inf  # epochs without a better score, and the best score
@@ -350,9 +354,11 @@ class Trainer:
         validation images (no-op without them); return that result, updated."""
         if self.val:
             probs, labels = self._val_probabilities(), [lab for _, lab in self.val]
-            cfg, f1 = tune_thresholds(probs, labels)
+            base = self._result.predict_config  # the objects' size in the training images
+            cfg, f1 = tune_thresholds(probs, labels, base)
             if self.init is not None:  # fine-tuning: a few validation images do not outvote the start's tuning
-                start = predict_config_of(self.init.model_file.meta)
+                start = dataclasses.replace(predict_config_of(self.init.model_file.meta),
+                                            trained_diameter=base.trained_diameter)
                 start_f1 = instance_f1(probs, labels, start)
                 if not beats_start(f1, start_f1, sum(len(np.unique(lab[lab > 0])) for lab in labels)):
                     cfg, f1 = start, start_f1

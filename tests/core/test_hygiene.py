@@ -43,7 +43,7 @@ def test_core_never_imports_gui_or_compile_stack():
 LAYERS = [
     ["slimseg._version", "slimseg.errors", "slimseg.registry", "slimseg.events", "slimseg.host", "slimseg.files",
      "slimseg.config"],
-    ["slimseg.metrics", "slimseg.instances", "slimseg.model", "slimseg.losses", "slimseg.optim", "slimseg.device",
+    ["slimseg.metrics", "slimseg.instances", "slimseg.scale", "slimseg.model", "slimseg.losses", "slimseg.optim", "slimseg.device",
      "slimseg.options", "slimseg.data", "slimseg.baseline", "slimseg.io", "slimseg.safe_npy", "slimseg.steps", "slimseg.sample",
      "slimseg.models"],
     ["slimseg.predict", "slimseg.stacks", "slimseg.tune", "slimseg.kinds", "slimseg.checkpoint", "slimseg.start"],

@@ -7,6 +7,7 @@ import torch
 from slimseg.config import ModelConfig, TrainConfig
 from slimseg.errors import InputError, TrainingFailedError
 from slimseg.events import EpochEnd, Message, StepEnd, run
+from slimseg.scale import median_diameter
 from slimseg.training import FAILED_DICE, Trainer, to_model_file
 
 TINY = ModelConfig(widths=(8, 16))
@@ -30,6 +31,9 @@ def test_training_learns_disks_and_yields_events(disks):
     assert result.best_val_dice > 0.5 and not result.model.training
     assert result.best_val_dice == max(e.val_dice for e in epochs)
     assert len(result.split["val"]) == 1 and len(result.history) == 6
+    trained = [labels[int(name.split()[-1])] for name in result.split["train"]]  # "image 3" -> labels[3]
+    assert result.predict_config.trained_diameter == round(median_diameter(trained), 2) > 9  # radius-5 discs
+    assert to_model_file(result).meta["predict"]["trained_diameter"] == result.predict_config.trained_diameter
 
 
 def test_same_seed_same_result(disks):

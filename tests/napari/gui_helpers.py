@@ -13,6 +13,13 @@ def click(qtbot, button):
     qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
 
 
+def tick(qtbot, checkbox):
+    """A real click on a check box's box (its centre may lie right of a short label, outside the button)."""
+    from qtpy.QtCore import QPoint
+
+    qtbot.mouseClick(checkbox.native, Qt.MouseButton.LeftButton, pos=QPoint(6, checkbox.native.height() // 2))
+
+
 def messages(notes, severity: str | None = None) -> str:
     return "\n".join(m for s, m in notes if severity is None or s == severity)
 

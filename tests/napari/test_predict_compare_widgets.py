@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from gui_helpers import click, quadrants, wait_job
+from gui_helpers import click, quadrants, tick, wait_job
 
 from slimseg import io
 from slimseg._widgets._models import FROM_FILE
@@ -60,6 +60,33 @@ def test_predict_into_labels_layer_keeping_placement_and_updating_on_rerun(qtbot
     wait_job(qtbot, widget)
     assert len(viewer.layers) == n_layers and viewer.layers["nuclei segmentation"] is out
     assert np.count_nonzero(out.data) <= before
+
+
+def test_large_nuclei_are_predicted_at_their_scale_unless_unticked(qtbot, viewer_with_sample):
+    """The sample's nuclei (~39 px) are more than twice the built-in model's training objects (13.7 px):
+    the widget predicts as the core does, at half scale, and at the image's own scale once unticked."""
+    from slimseg import load
+    from slimseg._widgets._models import BUILTIN
+
+    viewer = viewer_with_sample
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model.choice.value, widget.image.value = BUILTIN + "nuclei", viewer.layers["nuclei"]
+    widget.new_layer.value = True
+    assert widget.rescale.value
+    image = viewer.layers["nuclei"].data
+    seg = load("nuclei")
+    for rescale in (True, False):
+        if not rescale:
+            tick(qtbot, widget.rescale)
+            assert widget.settings()["rescale"] is False
+        n = len(viewer.layers)
+        click(qtbot, widget.run_button)
+        wait_job(qtbot, widget)
+        assert len(viewer.layers) == n + 1
+        assert np.array_equal(viewer.layers[-1].data, seg.predict(image, seg.settings(rescale=rescale)))
+    ticked, unticked = viewer.layers[-2].data, viewer.layers[-1].data
+    assert not np.array_equal(ticked, unticked)
 
 
 def test_predict_stack_layer(qtbot, viewer_with_sample, model_file, sample):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gui_helpers import TINY, click, messages, quadrants, set_form, wait_job
+from gui_helpers import TINY, click, messages, quadrants, set_form, tick, wait_job
 
 from slimseg import io
 from slimseg._widgets._session import session_models
@@ -68,13 +68,6 @@ def test_train_stop_keeps_best_and_saves(qtbot, train_widget, tmp_path, notes):
     assert "exists" in messages(notes, "error")
     for layer, data in zip(viewer.layers, before):
         assert np.array_equal(layer.data, data)  # the user's layers are untouched
-
-
-def tick(qtbot, checkbox):
-    """A real click on a check box's box (its centre may lie right of a short label, outside the button)."""
-    from qtpy.QtCore import QPoint, Qt
-
-    qtbot.mouseClick(checkbox.native, Qt.MouseButton.LeftButton, pos=QPoint(6, checkbox.native.height() // 2))
 
 
 def test_autosave_writes_the_model_when_training_is_stopped(qtbot, train_widget, tmp_path, notes):

@@ -116,6 +116,11 @@ class PredictWidget(JobHost, Container):
                             tooltip="large images are predicted tile by tile; smaller tiles use less memory")
         self.overlap = SpinBox(label="tile overlap", value=cfg.overlap, min=0, max=1024, step=8)
         self.tta = CheckBox(text="test-time augmentation (4 flips: smoother, 4x slower)", value=cfg.tta)
+        self.rescale = CheckBox(text="objects much larger than the model's: predict again smaller", value=cfg.rescale,
+                                tooltip="objects more than twice the size of those the model was trained on are "
+                                        "predicted again at 1/2, 1/4, ... scale, where they fit")
+        self.diameter = FloatSpinBox(label="object diameter", value=cfg.diameter, min=0.0, max=10000.0, step=1.0,
+                                     tooltip="the objects' diameter in pixels, when known (0: estimated)")
         self.own_thresholds = CheckBox(text="my own thresholds (default: the model's tuned ones)", value=False)
         self.threshold = FloatSpinBox(label="foreground threshold", value=cfg.threshold, min=0.01, max=0.99, step=0.05)
         self.seed_threshold = FloatSpinBox(label="seed threshold", value=cfg.seed_threshold, min=0.01, max=0.99,
@@ -142,7 +147,8 @@ class PredictWidget(JobHost, Container):
         buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
         super().__init__(widgets=[self.model, self.image, self.more_channels, self.channel_axis, self.channels,
-                                  self.tile, self.overlap, self.tta, self.stitch, self.own_thresholds,
+                                  self.tile, self.overlap, self.tta, self.rescale, self.diameter, self.stitch,
+                                  self.own_thresholds,
                                   self.threshold, self.seed_threshold, self.seed_h, self.min_size,
                                   self.probabilities,
                                   self.block, self.store, self.new_layer,
@@ -183,6 +189,7 @@ class PredictWidget(JobHost, Container):
         from ..config import PredictConfig
 
         out: dict[str, Any] = {"tile": self.tile.value, "overlap": self.overlap.value, "tta": self.tta.value,
+                               "rescale": self.rescale.value, "diameter": self.diameter.value,
                                "stitch_threshold": self.stitch.value}
         if self.own_thresholds.value:
             out.update(threshold=self.threshold.value, seed_threshold=self.seed_threshold.value,

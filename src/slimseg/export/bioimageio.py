@@ -63,7 +63,7 @@ def test_image(source: Source, cfg: ExportConfig) -> np.ndarray:
 def slimseg_probabilities(source: Source, image: np.ndarray) -> np.ndarray:
     """slimseg's own probabilities of ``image`` (one tile: the image fits), float32 (2, H, W)."""
     seg = source.segmenter
-    settings = seg.settings(tile=max(32, *image.shape[:2]), overlap=0, tta=False)
+    settings = seg.settings(tile=max(32, *image.shape[:2]), overlap=0, tta=False, rescale=False)
     return run(seg.predict_events(image, settings)).probabilities.astype(np.float32)
 
 
