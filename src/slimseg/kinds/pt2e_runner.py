@@ -70,7 +70,10 @@ class Int8Runner:
             self._fn = self.converted
 
     def _for_inductor(self) -> torch.fx.GraphModule:
-        return inductor.for_inductor(copy.deepcopy(self.converted))
+        with warnings.catch_warnings():  # copying the graph's tree specs trips a deprecation note of torch's
+            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+            converted = copy.deepcopy(self.converted)
+        return inductor.for_inductor(converted)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.engine != "compile":
