@@ -234,9 +234,10 @@ class PredictConfig:
             raise InputError(f"seed_h must lie in [0, 1) (0 = connected cores as seeds), got {self.seed_h}")
         if not 0 <= self.stitch_threshold <= 1:
             raise InputError(f"stitch_threshold must lie in [0, 1] (0 = no stitching), got {self.stitch_threshold}")
-        if not (self.diameter >= 0 and self.trained_diameter >= 0):  # also NaN
-            raise InputError(f"diameters are pixels >= 0 (0 = estimate / unknown), got {self.diameter}, "
-                             f"{self.trained_diameter}")
+        for name, value, zero in (("diameter", self.diameter, "estimate it"),
+                                  ("trained_diameter", self.trained_diameter, "unknown")):
+            if not value >= 0:  # also NaN
+                raise InputError(f"{name} is the objects' diameter in pixels, >= 0 (0 = {zero}); got {value}")
 
 
 @dataclass

@@ -121,7 +121,7 @@ def test_a_given_diameter_chooses_the_scale_without_a_first_pass():
 
 
 def test_diameters_must_not_be_negative():
-    with pytest.raises(InputError, match="diameters"):
+    with pytest.raises(InputError, match="diameter is .* got -1.0"):
         PredictConfig(diameter=-1.0)
-    with pytest.raises(InputError, match="diameters"):
+    with pytest.raises(InputError, match="trained_diameter is .* got nan"):
         PredictConfig(trained_diameter=float("nan"))
