@@ -29,8 +29,13 @@ def median_diameter(labels: Iterable[np.ndarray]) -> float:
     ``labels`` arrays pooled; 0 when they hold fewer than :data:`MIN_OBJECTS`."""
     areas = []
     for lab in labels:
-        counts = np.bincount(np.asarray(lab).ravel())[1:]
-        areas.append(counts[counts > 0])
+        flat = np.asarray(lab).ravel()
+        if flat.size and flat.max() > flat.size:  # sparse ids (a user's labels may number objects freely)
+            ids, counts = np.unique(flat, return_counts=True)
+            areas.append(counts[ids != 0])
+        else:
+            counts = np.bincount(flat)[1:]
+            areas.append(counts[counts > 0])
     pooled = np.concatenate(areas) if areas else np.zeros(0)
     if len(pooled) < MIN_OBJECTS:
         return 0.0

@@ -29,6 +29,13 @@ def test_median_diameter_is_that_of_a_disc_of_the_median_area_pooled_over_images
     assert median_diameter([c, a]) == pytest.approx(2 * math.sqrt(26 / math.pi))  # median of 16, 16, 36, 36
 
 
+def test_median_diameter_takes_sparse_ids_without_a_table_of_every_id():
+    lab = squares(4, [(0, 0), (10, 10), (20, 20)]).astype(np.uint32)
+    want = median_diameter([lab])
+    lab[lab == 3] = 4_000_000_000  # a bincount would need 32 GB
+    assert median_diameter([lab]) == pytest.approx(want) == pytest.approx(2 * math.sqrt(16 / math.pi))
+
+
 def test_median_diameter_is_unknown_with_fewer_than_three_objects():
     assert median_diameter([squares(4, [(0, 0), (10, 10)])]) == 0.0
     assert median_diameter([np.zeros((5, 5), np.uint32)]) == 0.0
