@@ -217,10 +217,10 @@ class PredictConfig:
     tta: bool = option(False, "average over flips (4x slower, smoother masks)")
     stitch_threshold: float = option(0.0, "stacks: link objects of neighbouring planes whose IoU is at least "
                                           "this into one 3D object (0 = off; Cellpose uses 0.25 and up)")
-    # objects much larger (smaller) than those the model was trained on are predicted again at 1/2, 1/4, ...
-    # (twice) the image's size, where they fit (slimseg.scale)
-    rescale: bool = option(True, "do not predict again at another scale when the objects are more than twice, "
-                                 "or under half, the size of those the model was trained on")
+    # objects much larger than those the model was trained on are predicted again at 1/2, 1/4, ... of the
+    # image's size, where they fit (a U-Net trained on small patches sees too little of a large nucleus)
+    rescale: bool = option(True, "do not predict again at a smaller scale when the objects are more than twice "
+                                 "the size of those the model was trained on")
     diameter: float = option(0.0, "the objects' diameter in pixels, when known (0: estimated from a first pass)")
     # median diameter (pixels) of the objects the model was trained on; 0: unknown, never rescaled
     trained_diameter: float = option(0.0, cli=False)

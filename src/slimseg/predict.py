@@ -190,9 +190,8 @@ def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
             cfg: PredictConfig = PredictConfig(), in_channels: int = 1, multiple: int | None = None
             ) -> Generator[Progress, None, Prediction]:
     """Tiled probabilities (planned tiles with ``multiple``), then instance labels; a generator like
-    every long job. Objects more than twice, or under half, the size the model was trained on
-    (``cfg.trained_diameter``; their size is ``cfg.diameter``, else estimated from these labels) are
-    predicted again at the scale
+    every long job. Objects more than twice the size the model was trained on (``cfg.trained_diameter``;
+    their size is ``cfg.diameter``, else estimated from these labels) are predicted again at the scale
     :func:`slimseg.scale.rescale_factor` gives, with the same normalisation, and the probabilities resized
     back: the labels are then those of that pass (``cfg.rescale=False`` turns this off)."""
     image = as_image(image, in_channels)
@@ -212,6 +211,5 @@ def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
     probs_small = yield from predict_probabilities(model_fn, small, normalize, cfg, in_channels, multiple=multiple)
     probs = np.empty((probs_small.shape[0], *size), np.float16)
     _to_half(probs, resize(probs_small, size, channel_last=False))
-    yield Progress("instances", 0, 1, f"objects {'large' if factor < 1 else 'small'} for the model: predicted at "
-                   f"{factor:g}x the image's size")
+    yield Progress("instances", 0, 1, f"objects large for the model: predicted at 1/{round(1 / factor)} scale")
     return Prediction(labels_from_probabilities(probs, cfg), probs)

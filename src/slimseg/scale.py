@@ -1,14 +1,12 @@
 """Object size: the median diameter of labelled objects, and the scale at which a model sees them as it
 was trained to.
 
-A U-Net trained on small patches of small nuclei sees too little of a nucleus three times their size
-(it splits it or loses its edges), and too few pixels of one a third their size. :func:`rescale_factor`
-halves the image (1/2, 1/4, ...) until the objects are at most twice the size of those the model was
-trained on, or doubles it once where they are under half that size; prediction runs again at that scale
-and the probabilities are resized back (:func:`slimseg.predict.predict`). Halving costs a fraction of
-the first pass (1/4 at half scale), doubling 4x it, so an image is doubled only up to
-:data:`MAX_UP_PIXELS`. On the development images (``docs/accuracy.md``) objects between half and twice
-the trained size gained nothing from either.
+A U-Net trained on small patches of small nuclei sees too little of a nucleus three times their size:
+it splits it or loses its edges. :func:`rescale_factor` halves the image (1/2, 1/4, ...) until the
+objects are at most twice the size of those the model was trained on; prediction runs again at that
+scale and the probabilities are resized back (:func:`slimseg.predict.predict`). Only ever down: a
+smaller image costs a fraction of the first pass (1/4 at half scale), and doubling images of small
+objects did not help on the development images (``docs/accuracy.md``).
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ import torch
 
 MIN_OBJECTS = 3  # fewer objects than this say nothing reliable about their size
 MIN_SIDE = 64  # never rescale an image below this many pixels a side
-MAX_RATIO = 2.0  # objects within this factor of the trained diameter are predicted as they are
-MAX_UP_PIXELS = 4096 ** 2  # never enlarge an image beyond this many pixels (memory and 4x the time)
+MAX_RATIO = 2.0  # objects up to this many times the trained diameter are predicted as they are
 
 
 def median_diameter(labels: Iterable[np.ndarray]) -> float:
@@ -43,15 +40,13 @@ def median_diameter(labels: Iterable[np.ndarray]) -> float:
 
 
 def rescale_factor(diameter: float, trained: float, shape: tuple[int, ...]) -> float:
-    """The power of two that brings objects of ``diameter`` within :data:`MAX_RATIO` of ``trained`` (the
-    model's) in an image of ``shape`` (H, W, ...): 1/2, 1/4, ... without taking a side below
-    :data:`MIN_SIDE`, or 2 (once, up to :data:`MAX_UP_PIXELS`); 1 where either diameter is unknown (0)."""
+    """The power of two (1, 1/2, 1/4, ...) that brings objects of ``diameter`` to at most
+    :data:`MAX_RATIO` times ``trained`` (the model's) in an image of ``shape`` (H, W, ...), without taking
+    a side below :data:`MIN_SIDE`; 1 where either diameter is unknown (0)."""
     factor = 1.0
     if diameter > 0 and trained > 0:
         while diameter * factor > MAX_RATIO * trained and min(shape[:2]) * factor / 2 >= MIN_SIDE:
             factor /= 2
-        if diameter * MAX_RATIO < trained and 4 * shape[0] * shape[1] <= MAX_UP_PIXELS:
-            factor = 2.0
     return factor
 
 
@@ -68,4 +63,4 @@ def resize(array: np.ndarray, size: tuple[int, int], channel_last: bool) -> np.n
     return out.permute(1, 2, 0).contiguous().numpy() if channel_last else out.numpy()
 
 
-__all__ = ["median_diameter", "rescale_factor", "resize", "MAX_RATIO", "MAX_UP_PIXELS"]
+__all__ = ["median_diameter", "rescale_factor", "resize", "MAX_RATIO"]

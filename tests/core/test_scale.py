@@ -51,13 +51,9 @@ def test_median_diameter_is_unknown_with_fewer_than_three_objects():
     (60, 14, (100, 100), 1.0),  # half of 100 is below 64
     (60, 0, (512, 512), 1.0),  # the model's size unknown
     (0, 14, (512, 512), 1.0),  # the objects' size unknown
-    (7, 14, (512, 512), 1.0),  # half the trained size: as it is
-    (6.9, 14, (512, 512), 2.0),  # under half: doubled once
-    (2, 14, (512, 512), 2.0),
-    (2, 14, (2048, 2048), 2.0),  # 4096 x 4096 once doubled: the largest allowed
-    (2, 14, (2048, 2049), 1.0),
+    (3, 14, (512, 512), 1.0),  # small objects are never enlarged
 ])
-def test_rescale_factor_brings_objects_within_a_factor_two_of_the_trained_size(diameter, trained, shape, want):
+def test_rescale_factor_halves_until_objects_are_at_most_twice_the_trained_size(diameter, trained, shape, want):
     assert rescale_factor(diameter, trained, shape) == want
 
 
@@ -109,16 +105,7 @@ def test_large_objects_are_predicted_again_at_a_smaller_scale_with_full_size_lab
     assert pred.labels.shape == (256, 256) and pred.probabilities.shape == (2, 256, 256)
     assert pred.probabilities.dtype == np.float16
     assert instance_scores(pred.labels, truth)["dsb_score"] > 0.8  # the same discs, at full resolution
-    assert any("0.25x the image's size" in e.message for e in events)
-
-
-def test_small_objects_are_predicted_again_at_twice_the_size():
-    img, truth = disc_image(2, [(40, 40), (40, 200), (200, 40), (200, 200)])  # discs of 5 px (13 pixels)
-    model = ShapeRecorder()
-    pred = run(predict(model, img, Normalizer(0.0, 255.0), PredictConfig(trained_diameter=12.0, min_size=0)))
-    assert model.shapes == [(256, 256), (512, 512)]
-    assert pred.labels.shape == (256, 256)
-    assert instance_scores(pred.labels, truth)["instance_f1"] == 1.0
+    assert any("1/4 scale" in e.message for e in events)
 
 
 def test_no_second_pass_for_objects_the_model_was_trained_for_or_when_turned_off():

@@ -116,9 +116,9 @@ class PredictWidget(JobHost, Container):
                             tooltip="large images are predicted tile by tile; smaller tiles use less memory")
         self.overlap = SpinBox(label="tile overlap", value=cfg.overlap, min=0, max=1024, step=8)
         self.tta = CheckBox(text="test-time augmentation (4 flips: smoother, 4x slower)", value=cfg.tta)
-        self.rescale = CheckBox(text="objects far from the model's size: predict again at theirs", value=cfg.rescale,
-                                tooltip="objects more than twice (under half) the size of those the model was "
-                                        "trained on are predicted again at 1/2, 1/4, ... (2x) scale, where they fit")
+        self.rescale = CheckBox(text="objects much larger than the model's: predict again smaller", value=cfg.rescale,
+                                tooltip="objects more than twice the size of those the model was trained on are "
+                                        "predicted again at 1/2, 1/4, ... scale, where they fit")
         self.diameter = FloatSpinBox(label="object diameter", value=cfg.diameter, min=0.0, max=10000.0, step=1.0,
                                      tooltip="the objects' diameter in pixels, when known (0: estimated)")
         self.own_thresholds = CheckBox(text="my own thresholds (default: the model's tuned ones)", value=False)
