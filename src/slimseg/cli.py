@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -397,10 +397,9 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export_parser(sub) -> None:
+def _export_parser(p: argparse.ArgumentParser) -> None:
     from .export import FORMATS, ExportConfig
 
-    p = sub.add_parser("export", help="write a model as a bioimage.io package, or its network as ONNX or TorchScript")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--format", default=ExportConfig.format, choices=FORMATS)
     p.add_argument("--out", required=True, help="file to write (bioimageio: a .zip package)")
@@ -415,16 +414,9 @@ def _add_export_parser(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ._version import __version__
+def _train_parser(p: argparse.ArgumentParser) -> None:
     from .config import FINETUNE_EPOCHS, TrainConfig
 
-    parser = argparse.ArgumentParser(prog="slimseg", description="Train, compress, predict and score "
-                                     "U-Net segmentation of cells and nuclei.")
-    parser.add_argument("--version", action="version", version=f"slimseg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("train", help="train a U-Net on DATA/images + DATA/labels")
     p.add_argument("data", help="folder with images/ and labels/ (same file names)")
     p.add_argument("--out", required=True, help="model file to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out (and --checkpoint) if it exists")
@@ -443,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "change; --minutes counts the training time before the checkpoint too)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="write one instance-label TIFF per input image (a stack per stack)")
+
+def _predict_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("input", help="an image (TIFF, PNG, zarr) or a folder of images")
     p.add_argument("--out", required=True, help="output folder (label files keep the input names)")
@@ -465,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. one started with dask-jobqueue on SLURM (docs/data.md)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="score a model on DATA/images + DATA/labels")
+
+def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("data")
     p.add_argument("--json", help="also write the metrics to this JSON file")
@@ -476,32 +470,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="train on the shipped real sample and compare with the classical baseline")
+
+def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="also save the trained model here")
     p.add_argument("--overwrite", action="store_true")
     _add_train_options(p, DEMO_DEFAULTS)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("models", help="list the built-in models (names any command taking a model file accepts)")
+
+def _models_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_models)
 
-    _add_export_parser(sub)
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).add_commands(sub)
+
+# The commands: name -> (help, "module:function" adding the command's arguments to its parser). The
+# function's module is imported only when its command is given, so `slimseg --help` and each command's
+# start import no more than that command needs (the study and compress modules pull in torch).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train a U-Net on DATA/images + DATA/labels", "slimseg.cli:_train_parser"),
+    "predict": ("write one instance-label TIFF per input image (a stack per stack)", "slimseg.cli:_predict_parser"),
+    "evaluate": ("score a model on DATA/images + DATA/labels", "slimseg.cli:_evaluate_parser"),
+    "demo": ("train on the shipped real sample and compare with the classical baseline", "slimseg.cli:_demo_parser"),
+    "models": ("list the built-in models (names any command taking a model file accepts)",
+               "slimseg.cli:_models_parser"),
+    "export": ("write a model as a bioimage.io package, or its network as ONNX or TorchScript",
+               "slimseg.cli:_export_parser"),
+    "study": ("train every optimizer x loss x seed with one budget; report the winner",
+              "slimseg.study.cli:study_parser"),
+    "study-report": ("rebuild DIR/report.md of a study (finished or not)", "slimseg.study.cli:study_report_parser"),
+    "compress": ("make a smaller/faster model: int8 (ptq, qat), pruning, or both",
+                 "slimseg.compress.cli:compress_parser"),
+    "benchmark": ("compare models: size, parameters, model-call time, accuracy",
+                  "slimseg.compress.cli:benchmark_parser"),
+}
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``slimseg`` parser with every command's arguments, or (``commands``) only those commands'
+    (the others listed with their help, for ``slimseg --help``)."""
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="slimseg", description="Train, compress, predict and score "
+                                     "U-Net segmentation of cells and nuclei.")
+    parser.add_argument("--version", action="version", version=f"slimseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, where) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if commands is None or name in commands:
+            module, function = where.split(":")
+            getattr(importlib.import_module(module), function)(p)
     return parser
-
-
-# Modules that add their own subcommands with ``add_commands(subparsers)``; they import nothing heavy
-# at module level, so ``slimseg --help`` stays fast.
-_COMMAND_MODULES: tuple[str, ...] = ("slimseg.study.cli", "slimseg.compress.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
     from .host import tune_process
 
     tune_process()  # before torch's first allocation: an entry point may tune its own process
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[:1]).parse_args(argv)
     try:
         return args.func(args)
     except InputError as err:

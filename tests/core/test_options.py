@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
 import pytest
 
 from slimseg import config as config_module
-from slimseg.cli import DEMO_DEFAULTS, _start, build_parser
+from slimseg.cli import COMMANDS, DEMO_DEFAULTS, _start, build_parser
 from slimseg.compress import CompressConfig
 from slimseg.config import (
     ModelConfig,
@@ -149,3 +151,24 @@ def test_print_progress_writes_event_lines_to_stderr(capsys):
     print_progress(EpochEnd(2, 10, 0.25, 0.5, 0.5, True, 1.0, 1e-3))
     out = capsys.readouterr()
     assert out.out == "" and out.err.splitlines()[0] == "hello" and "epoch   2" in out.err
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
+def test_the_command_line_builds_only_the_command_given():
+    """`slimseg --help` lists every command without importing torch; a command's own parser is complete
+    and imports only what it needs (predict: no torch before the model is loaded)."""
+    code = ("import sys; from slimseg.cli import COMMANDS, build_parser\n"
+            "text = build_parser([]).format_help()\n"
+            "missing = [n for n, (h, _) in COMMANDS.items() if n not in text]\n"
+            "ns = build_parser(['predict']).parse_args(['predict', 'm', 'x', '--out', 'o', '--tile', '512'])\n"
+            "print(missing, 'torch' in sys.modules, ns.tile)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "False", "512"]
+    for name in COMMANDS:  # every command's full parser builds and runs its command; a listed one does not
+        full, listed = (_subparser(build_parser(given), name) for given in ([name], []))
+        assert callable(full.get_default("func")) and listed.get_default("func") is None
+    with pytest.raises(SystemExit):  # a stub parser knows no options: only the command given is complete
+        build_parser(["train"]).parse_args(["predict", "m", "x", "--out", "o", "--tile", "512"])

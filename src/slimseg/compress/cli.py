@@ -1,4 +1,4 @@
-"""``slimseg compress`` and ``slimseg benchmark`` (added to the CLI by ``slimseg.cli``)."""
+"""``slimseg compress`` and ``slimseg benchmark`` (their parsers, named in ``slimseg.cli.COMMANDS``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from ..kinds import ENGINES
 from ..models import resolve_model
 
 
-def add_commands(sub) -> None:
+def compress_parser(p: argparse.ArgumentParser) -> None:
     from ..options import add_options
     from .config import CompressConfig
 
-    p = sub.add_parser("compress", help="make a smaller/faster model: int8 (ptq, qat), pruning, or both",
-                       description="Compress a float model. DATA (images/ + labels/) gives the calibration "
-                       "images and, for qat and pruning, the fine-tuning data; images of the model's "
-                       "validation split are left out. The output loads with slimseg predict/evaluate.")
+    p.description = ("Compress a float model. DATA (images/ + labels/) gives the calibration images and, for qat "
+                     "and pruning, the fine-tuning data; images of the model's validation split are left out. The "
+                     "output loads with slimseg predict/evaluate.")
     p.add_argument("model", help="float model file (from slimseg train) or built-in model name (slimseg models)")
     p.add_argument("--data", required=True, help="folder with images/ and labels/ (ptq: images/ alone will do)")
     p.add_argument("--out", required=True, help="model file to write")
@@ -28,10 +27,11 @@ def add_commands(sub) -> None:
                    help="int8 PT2E: do not compile for the images' tile shapes now (the first predict then compiles)")
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("benchmark", help="compare models: size, parameters, model-call time, accuracy",
-                       description="Measure models in one process, interleaved: file size, parameters, median "
-                       "model-call time on 512x512 tiles (batch 1 and 8), speed-up and metric change vs the first "
-                       "model, and the CPU flags int8 speed depends on.")
+
+def benchmark_parser(p: argparse.ArgumentParser) -> None:
+    p.description = ("Measure models in one process, interleaved: file size, parameters, median model-call time on "
+                     "512x512 tiles (batch 1 and 8), speed-up and metric change vs the first model, and the CPU "
+                     "flags int8 speed depends on.")
     p.add_argument("models", nargs="+", help="model files or built-in model names; the first is the reference")
     p.add_argument("--data", required=True, help="folder with images/ and labels/")
     p.add_argument("--images", default="val", choices=["val", "all"],

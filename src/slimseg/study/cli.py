@@ -21,17 +21,16 @@ TRAIN_OPTIONS = tuple(f.name for f in cli_fields(TrainConfig, SHARED_TRAIN_FIELD
 STUDY_DEFAULTS = {"val_fraction": 0.15}
 
 
-def add_commands(sub) -> None:
+def study_parser(p: argparse.ArgumentParser) -> None:
     from ..compress.config import CompressConfig
     from ..losses import LOSSES
     from ..optim import OPTIMIZERS
     from ..options import add_model_options, add_options
     from .grid import DEFAULT_LOSSES, DEFAULT_OPTIMIZERS, SCORINGS, StudyConfig
 
-    p = sub.add_parser("study", help="train every optimizer x loss x seed with one budget; report the winner",
-                       description="Train every optimizer x loss x seed combination with the same budget and "
-                       "data split, score each on held-out images, write DIR/results.csv as runs finish and "
-                       "DIR/report.md at the end. Running the same command again resumes a stopped study.")
+    p.description = ("Train every optimizer x loss x seed combination with the same budget and data split, score "
+                     "each on held-out images, write DIR/results.csv as runs finish and DIR/report.md at the end. "
+                     "Running the same command again resumes a stopped study.")
     p.add_argument("data", help="folder with images/ and labels/ (same file names)")
     p.add_argument("--out", required=True, help="study folder (created; reused only by the same study)")
     p.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS,
@@ -70,7 +69,10 @@ def add_commands(sub) -> None:
     g.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for --scheduler")
     p.set_defaults(func=cmd_study)
 
-    p = sub.add_parser("study-report", help="rebuild DIR/report.md of a study (finished or not)")
+
+def study_report_parser(p: argparse.ArgumentParser) -> None:
+    from ..compress.config import CompressConfig
+
     p.add_argument("out", help="the study folder")
     p.add_argument("--compress", action="store_true", help="(re)make the compression table of the winning model")
     p.add_argument("--compress-minutes", type=float, default=CompressConfig.minutes,
