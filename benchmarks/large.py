@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ import numpy as np
 import tifffile
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 GAP, LO, HI = 16, 1000.0, 20000.0
 
 
@@ -101,11 +102,14 @@ def compare(model: str, mosaic: Path, labels_path: Path, placed, block: int) -> 
     # the tiles in memory, normalised as the block-wise run normalises the mosaic (its intensity sample):
     # what differs then is only what the blocks, their margins and the stitching do
     normalizer = fit_normalizer(img, seg.norm, min(256, block))
+    # at the image's own scale, as block-wise prediction runs (in memory, a tile of large nuclei alone would
+    # be predicted again at a smaller scale: docs/accuracy.md)
+    cfg = dataclasses.replace(seg.predict_config, rescale=False)
     equal = total = n_ref = n_split = n_cross = n_cross_split = 0
     for y, x, source in placed:
         h, w = tifffile.imread(source).shape[:2]
         tile = np.asarray(img[y:y + h, x:x + w])
-        ref = run(predict(seg.model_fn, tile, normalizer, seg.predict_config, seg.model_config.in_channels,
+        ref = run(predict(seg.model_fn, tile, normalizer, cfg, seg.model_config.in_channels,
                           multiple=seg.model_config.size_multiple)).labels
         got = np.asarray(out[y:y + h, x:x + w])
         ids = np.unique(ref[ref > 0])

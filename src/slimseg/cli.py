@@ -283,7 +283,9 @@ def _predict_distributed(a: argparse.Namespace, files, out_dir: Path) -> int:
     from .config import PredictConfig
     from .distributed import plan, predict_jobs
     from .events import print_progress, run
+    from .files import file_digest
     from .large import LargeConfig
+    from .models import resolve_model
     from .options import values_from_args
     from .segmenter import load_segmenter
 
@@ -295,8 +297,15 @@ def _predict_distributed(a: argparse.Namespace, files, out_dir: Path) -> int:
     cfg = seg.settings(**values_from_args(PredictConfig, a))
     model = a.model if (a.workers or a.scheduler) else seg
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = run(predict_jobs(model, jobs, cfg, _channels(a), lcfg, a.int8_engine, a.workers, a.scheduler),
-                  print_progress)
+    model_id = file_digest(resolve_model(a.model))  # large images' runs resume where an interrupted one stopped
+    try:
+        results = run(predict_jobs(model, jobs, cfg, _channels(a), lcfg, a.int8_engine, a.workers, a.scheduler,
+                                   model_id=model_id), print_progress)
+    except KeyboardInterrupt:
+        if any(j.fmt == "zarr" for j in jobs):
+            print("the finished blocks of a large image are kept beside its output: the same command goes on "
+                  "from them", file=sys.stderr)
+        raise
     failed = [r for r in results if r.get("error")]
     if failed:
         print(f"{len(failed)} of {len(results)} images failed (nothing of them was written); run the same command "

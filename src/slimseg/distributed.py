@@ -9,6 +9,8 @@ one task each; a large image (OME-Zarr output) as one task per block (:mod:`slim
 from __future__ import annotations
 
 import functools
+import json
+import secrets
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ import numpy as np
 from .config import ChannelConfig, PredictConfig
 from .errors import InputError
 from .events import Message, Progress, run
-from .large import TIFF_MAX_PIXELS, LargeConfig, block_grid, fit_normalizer, image_pixels, open_lazy
+from .large import (TIFF_MAX_PIXELS, LargeConfig, TileCache, block_grid, block_schedule, estimate_scale, fit_normalizer,
+                    image_pixels, open_lazy, scale_message)
 
 FORMATS = ("auto", "tif", "zarr")
 
@@ -110,6 +113,8 @@ class BlockSource:
     normalizer: Any
     engine: str = "auto"
     threads: int | None = None
+    run: str = ""  # this prediction's token: the blocks of one run share their process's tile cache
+    factor: float = 1.0  # the scale every block is predicted at (slimseg.large.estimate_scale)
 
 
 # A worker process's open large image (one at a time), so its block tasks do not reopen it.
@@ -128,6 +133,17 @@ def _plane(seg, image: str, channels: ChannelConfig | None):
     return _IMAGES[key]
 
 
+# A process's tile cache for the large image it is segmenting, by run (one at a time).
+_TILES: dict[str, TileCache] = {}
+
+
+def _tile_cache(src: BlockSource, shape: tuple[int, ...], multiple: int) -> TileCache:
+    if src.run not in _TILES:
+        _TILES.clear()
+        _TILES[src.run] = block_schedule(shape, src.cfg, src.lcfg, multiple)[1]
+    return _TILES[src.run]
+
+
 def block_task(src: BlockSource, index: tuple[int, int]):
     """Segment one block of a large image (on a worker or here)."""
     from .large import region_labels, segment_block
@@ -136,24 +152,44 @@ def block_task(src: BlockSource, index: tuple[int, int]):
     seg = _segmenter(src.model, src.engine)
     data = _plane(seg, src.image, src.channels)
     grid = block_grid(tuple(data.shape[:2]), src.lcfg.block)
+    multiple = seg.model_config.size_multiple
     fn = functools.partial(region_labels, seg.model_fn, data, normalizer=src.normalizer, cfg=src.cfg,
-                           in_channels=seg.model_config.in_channels, multiple=seg.model_config.size_multiple)
+                           in_channels=seg.model_config.in_channels, multiple=multiple,
+                           cache=_tile_cache(src, data.shape, multiple) if src.factor == 1 else None,
+                           factor=src.factor)
     return segment_block(fn, data.shape, grid, index, src.lcfg.margin)
 
 
 def predict_zarr(model: Any, job: Job, cfg: PredictConfig | None, channels: ChannelConfig | None,
                  lcfg: LargeConfig = LargeConfig(), engine: str = "auto", execute=None, model_ref: Any = None,
-                 threads: int | None = None) -> Generator[Progress, None, dict[str, Any]]:
-    """Segment one 2D image block by block into an OME-Zarr label store; blocks via ``execute``."""
+                 threads: int | None = None, model_id: str | None = None
+                 ) -> Generator[Progress | Message, None, dict[str, Any]]:
+    """Segment one 2D image block by block into an OME-Zarr label store; blocks via ``execute``. With
+    ``model_id`` (what identifies the model, e.g. its file's SHA-256) the run is resumable: an interrupted
+    one leaves its finished blocks beside the target, and the same prediction again goes on from them
+    (:func:`slimseg.large.predict_to_store`)."""
     from .large import predict_to_store, serial
 
     seg = _segmenter(model, engine)
     cfg = cfg or seg.predict_config
     data = _plane(seg, job.source, channels)
-    src = BlockSource(model_ref if model_ref is not None else seg, job.source, channels, cfg, lcfg,
-                      fit_normalizer(data, seg.norm, min(256, lcfg.block)), engine, threads)
-    res = yield from predict_to_store(functools.partial(block_task, src), tuple(data.shape[:2]), Path(job.target),
-                                      lcfg, overwrite=True, execute=execute or serial, name=Path(job.source).name)
+    normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
+    multiple = seg.model_config.size_multiple
+    factor = estimate_scale(seg.model_fn, data, normalizer, cfg, seg.model_config.in_channels, multiple)
+    if factor < 1:
+        yield Message(scale_message(factor))
+    src = BlockSource(model_ref if model_ref is not None else seg, job.source, channels, cfg, lcfg, normalizer,
+                      engine, threads, secrets.token_hex(8), factor)
+    order = block_schedule(data.shape, cfg, lcfg, multiple)[0]
+    key = None if model_id is None else json.dumps(
+        [model_id, engine, repr(cfg), repr(lcfg), repr(channels), str(Path(job.source).resolve()),
+         list(data.shape), str(data.dtype), repr(normalizer), factor])
+    try:
+        res = yield from predict_to_store(functools.partial(block_task, src), tuple(data.shape[:2]),
+                                          Path(job.target), lcfg, overwrite=True, execute=execute or serial,
+                                          name=Path(job.source).name, order=order, resume_key=key)
+    finally:
+        _TILES.pop(src.run, None)
     return {"source": job.source, "target": job.target, "objects": res.n_objects, "blocks": res.n_blocks}
 
 
@@ -178,16 +214,17 @@ def dask_executor(client) -> Callable[[Callable[..., Any], list[Any]], Iterator[
 
 def predict_jobs(model: Any, jobs: list[Job], cfg: PredictConfig | None = None, channels: ChannelConfig | None = None,
                  lcfg: LargeConfig = LargeConfig(), engine: str = "auto", workers: int | None = None,
-                 scheduler: str | None = None, connect_timeout: float = 5.0
+                 scheduler: str | None = None, connect_timeout: float = 5.0, model_id: str | None = None
                  ) -> Generator[Any, None, list[dict[str, Any]]]:
     """Predict every job: in this process when neither ``workers`` nor ``scheduler`` is given, else over
     Dask distributed (``model`` must then be a model file path). Yields progress; returns one summary per
-    image (``error`` set where an image failed; the others are written)."""
+    image (``error`` set where an image failed; the others are written). ``model_id``: large images'
+    runs are resumable (:func:`predict_zarr`)."""
     done: list[dict[str, Any]] = []
     if not workers and not scheduler:
         for n, job in enumerate(jobs, 1):
             if job.fmt == "zarr":
-                out = yield from predict_zarr(model, job, cfg, channels, lcfg, engine)
+                out = yield from predict_zarr(model, job, cfg, channels, lcfg, engine, model_id=model_id)
             else:
                 out = predict_tif(model, job, cfg, channels, engine)
             done.append(out)
@@ -213,7 +250,7 @@ def predict_jobs(model: Any, jobs: list[Job], cfg: PredictConfig | None = None, 
             for job in (j for j in jobs if j.fmt == "zarr"):  # blocks of large images, one image at a time
                 try:
                     out = yield from predict_zarr(model, job, cfg, channels, lcfg, engine, dask_executor(client),
-                                                  str(model), threads)
+                                                  str(model), threads, model_id)
                 except Exception as err:  # noqa: BLE001 - e.g. KilledWorker: report, go on with the others
                     out = {"source": job.source, "target": job.target, "error": f"{type(err).__name__}: {err}"}
                 n += 1

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import secrets
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from .config import NormConfig, PredictConfig
 from .data.normalize import Normalizer
 from .data.readers import zarr_module
 from .errors import InputError
-from .events import Progress, run
+from .events import Message, Progress, run
 from .metrics import iou_table
 
 # labels larger than this many pixels go to an OME-Zarr store without being asked (4 GiB of uint32)
@@ -145,17 +145,110 @@ class BlockResult:
     reach: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # labels in a neighbour's core
 
 
+class TileCache:
+    """The network's output on tiles of a large image (by origin), kept while one of the next
+    ``lookahead`` regions to segment touches them: neighbouring blocks' margins share tiles, which are then
+    computed once. ``regions``: the boxes that will be segmented, in order (each given to :meth:`done` when
+    it is; a process that does only some of them, a Dask worker, keeps the tiles of the next ones pending)."""
+
+    def __init__(self, regions: Iterable[Box], tile: tuple[int, int], lookahead: int) -> None:
+        self.pending, self.tile, self.lookahead = list(regions), tile, lookahead
+        self.tiles: dict[tuple[int, int], np.ndarray] = {}
+
+    def get(self, key: tuple[int, int]) -> np.ndarray | None:
+        return self.tiles.get(key)
+
+    def put(self, key: tuple[int, int], value: np.ndarray) -> None:
+        self.tiles[key] = value
+
+    def done(self, region: Box) -> None:
+        """``region`` is segmented: keep only the tiles that one of the next pending regions touches."""
+        if region in self.pending:
+            self.pending.remove(region)
+        th, tw, near = *self.tile, self.pending[:self.lookahead]
+        self.tiles = {(y, x): p for (y, x), p in self.tiles.items()
+                      if any(y < b[1] and y + th > b[0] and x < b[3] and x + tw > b[2] for b in near)}
+
+
+# what the tile cache may hold: float32 outputs of the tiles one block row shares with the next
+CACHE_BYTES = 256 << 20
+# context (pixels at the smaller scale) read around a block's region that is predicted at a smaller scale
+RESCALED_CONTEXT = 64
+
+
+def block_schedule(shape: tuple[int, ...], cfg: PredictConfig, lcfg: LargeConfig, multiple: int | None = None,
+                   out_channels: int = 2) -> tuple[list[tuple[int, int]], TileCache]:
+    """The order to segment the blocks of an image of ``shape`` in, and the :class:`TileCache` with which
+    each tile is computed once: row by row within vertical strips of blocks, as wide as lets the tiles a
+    block row shares with the next (two rows of them across the strip) fit in :data:`CACHE_BYTES`, so
+    memory does not grow with the image; tiles at the strips' seams are computed twice."""
+    from .predict import tile_plan
+
+    shape = tuple(shape[:2])
+    plan, grid = tile_plan(*shape, cfg, multiple), block_grid(shape, lcfg.block)
+    region = {i: _grow(core, lcfg.margin, shape) for i, core in grid.items()}
+    rows, cols = max(i for i, _ in grid) + 1, max(j for _, j in grid) + 1
+    most = max(len(p.ys) * len(p.xs) for p in (plan.within(*r) for r in region.values()))
+    room = CACHE_BYTES // (out_channels * plan.th * plan.tw * 4)
+
+    def across(j0: int, j1: int) -> int:  # tile columns touching the regions of block columns j0..j1
+        return len(plan.within(0, 1, region[(0, j0)][2], region[(0, j1)][3]).xs)
+
+    k = 1
+    while k < cols and 2 * across(0, k) + most <= room:
+        k += 1
+    order = [(i, j) for j0 in range(0, cols, k) for i in range(rows) for j in range(j0, min(j0 + k, cols))]
+    return order, TileCache([region[i] for i in order], (plan.th, plan.tw), lookahead=min(k, cols) + 1)
+
+
+def estimate_scale(model_fn: Callable[..., Any], data: Any, normalizer: Normalizer, cfg: PredictConfig,
+                   in_channels: int = 1, multiple: int | None = None, window: int = 1024) -> float:
+    """The scale to predict a large (H, W[, C]) image at, as :func:`slimseg.predict.predict` chooses it
+    (:func:`~slimseg.scale.rescale_factor`): from ``cfg.diameter``, else from the objects' median diameter
+    in up to 2 x 2 windows spread over the image, each predicted at its own scale; 1 where rescaling is off
+    or the model's trained size is unknown."""
+    from .predict import labels_from_probabilities, predict_probabilities
+    from .scale import median_diameter, rescale_factor
+
+    H, W = data.shape[:2]
+    if not cfg.rescale or cfg.trained_diameter <= 0:
+        return 1.0
+    diameter = cfg.diameter
+    if diameter <= 0:
+        labels = []
+        for y in np.unique(np.linspace(0, max(0, H - window), 2).astype(int)):
+            for x in np.unique(np.linspace(0, max(0, W - window), 2).astype(int)):
+                probs = run(predict_probabilities(model_fn, np.asarray(data[y:y + window, x:x + window]), normalizer,
+                                                  cfg, in_channels, multiple=multiple))
+                labels.append(labels_from_probabilities(probs, cfg))
+        diameter = median_diameter(labels)
+    return rescale_factor(diameter, cfg.trained_diameter, (H, W))
+
+
 def region_labels(model_fn: Callable[..., Any], data: Any, box: Box, normalizer: Normalizer, cfg: PredictConfig,
-                  in_channels: int = 1, multiple: int | None = None) -> np.ndarray:
+                  in_channels: int = 1, multiple: int | None = None, cache: TileCache | None = None,
+                  factor: float = 1.0) -> np.ndarray:
     """Instance labels of the ``box`` of a large (H, W[, C]) image, from probabilities equal to those of
     whole-image prediction there: the tiles are the whole image's (:func:`~slimseg.predict.tile_plan`)
-    that touch the box, read as one window."""
-    from .predict import labels_from_probabilities, predict_probabilities, tile_plan
+    that touch the box, read as one window; with ``cache`` (of this image, model and settings) the tiles
+    it holds are not computed again. At a ``factor`` below 1 (:func:`estimate_scale`) the box, with
+    :data:`RESCALED_CONTEXT` more pixels of context at that scale, is predicted at that scale as
+    whole-image prediction predicts a whole image, and the probabilities resized back: close to, not
+    equal to, whole-image prediction's near the box's edges."""
+    from .data.checks import as_image
+    from .predict import labels_from_probabilities, predict_probabilities, rescaled_probabilities, tile_plan
 
+    if factor < 1:
+        wy, wy1, wx, wx1 = _grow(box, int(np.ceil(RESCALED_CONTEXT / factor)), data.shape[:2])
+        window = as_image(np.asarray(data[wy:wy1, wx:wx1]), in_channels)
+        probs = run(rescaled_probabilities(model_fn, window, normalizer, factor, cfg, in_channels, multiple))
+        return labels_from_probabilities(probs[:, box[0] - wy:box[1] - wy, box[2] - wx:box[3] - wx], cfg)
     plan = tile_plan(*data.shape[:2], cfg, multiple).within(*box)
     wy, wy1, wx, wx1 = plan.window
     probs = run(predict_probabilities(model_fn, np.asarray(data[wy:wy1, wx:wx1]), normalizer, cfg, in_channels,
-                                      plan=plan.local()))
+                                      plan=plan.local(), cache=cache, origin=(wy, wx)))
+    if cache is not None:
+        cache.done(box)
     return labels_from_probabilities(probs[:, box[0] - wy:box[1] - wy, box[2] - wx:box[3] - wx], cfg)
 
 
@@ -254,21 +347,85 @@ class LargeResult:
         return self.blocks_done is None or self.blocks_done == self.n_blocks
 
 
+class _RunRecord:
+    """What a resumable run has finished, beside its partial store: ``progress.json`` (the run's key and
+    each finished block's largest local id, replaced atomically after each block) and each block's
+    labels reaching into its neighbours (``reach/I_J.npz``, read without unpickling)."""
+
+    def __init__(self, partial: Path, key: str) -> None:
+        self.file, self.reach_dir, self.key = partial / "progress.json", partial / "reach", key
+
+    def load(self) -> dict[tuple[int, int], BlockResult] | None:
+        """The blocks finished by an earlier run of the same key (their cores are in the store), or None
+        where there is nothing to continue."""
+        try:
+            state = json.loads(self.file.read_text())
+            if state.get("key") != self.key or state.get("phase") != "blocks":
+                return None
+            done = {}
+            for name, n in state["blocks"].items():
+                index = tuple(int(v) for v in name.split("_"))
+                with np.load(self.reach_dir / f"{name}.npz", allow_pickle=False) as f:
+                    reach = {tuple(int(v) for v in k.split("_")): f[k] for k in f.files}
+                done[index] = BlockResult(index, np.empty((0, 0), np.uint32), int(n), reach)
+            return done
+        except (OSError, ValueError, KeyError, TypeError):  # none, or unreadable: start again
+            return None
+
+    def update(self, blocks: dict[tuple[int, int], int], phase: str = "blocks",
+             res: BlockResult | None = None) -> None:
+        from .files import atomic_path, write_json
+
+        if res is not None:
+            with atomic_path(self.reach_dir / "{}_{}.npz".format(*res.index)) as tmp:
+                np.savez_compressed(tmp, **{f"{i}_{j}": v for (i, j), v in res.reach.items()})
+        write_json(self.file, {"key": self.key, "phase": phase,
+                               "blocks": {f"{i}_{j}": n for (i, j), n in blocks.items()}})
+
+    def remove(self) -> None:
+        self.file.unlink(missing_ok=True)
+        shutil.rmtree(self.reach_dir, ignore_errors=True)
+
+
+def partial_path(out: Path) -> Path:
+    """Where a resumable run of ``out`` keeps its unfinished store."""
+    return out.with_name(f".{out.name}.partial")
+
+
 def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: tuple[int, int], out: Path,
                      lcfg: LargeConfig = LargeConfig(), overwrite: bool = False, execute: Executor = serial,
-                     name: str = "labels", stop: Callable[[], bool] | None = None
-                     ) -> Generator[Progress, None, LargeResult]:
-    """Predict every block with ``block_fn`` (via ``execute``: here or on a cluster), write a label store
-    at ``out``: it appears only when complete (written beside it, then renamed). Once ``stop()`` is true
-    (checked after each block) the blocks done so far are written, the others left 0."""
+                     name: str = "labels", stop: Callable[[], bool] | None = None,
+                     order: list[tuple[int, int]] | None = None, resume_key: str | None = None
+                     ) -> Generator[Progress | Message, None, LargeResult]:
+    """Predict every block with ``block_fn`` (via ``execute``: here or on a cluster; in ``order``, default
+    row-major), write a label store at ``out``: it appears only when complete (written beside it, then
+    renamed). Once ``stop()`` is true (checked after each block) the blocks done so far are written, the
+    others left 0.
+
+    With ``resume_key`` (what makes the labels: image, model and settings) the run is resumable: the
+    unfinished store stays beside ``out`` (:func:`partial_path`) when the run is interrupted or killed, and
+    a later run of the same key goes on from the blocks it finished (the labels are those of one run); a
+    run of another key starts again."""
     zarr = zarr_module()
 
     out = Path(out)
     check_store_target(out, overwrite)
     grid = block_grid(shape, lcfg.block)
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    if resume_key is None:
+        tmp, record = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp"), None
+    else:
+        tmp = partial_path(out)
+        record = _RunRecord(tmp, resume_key)
+    before = record.load() if record is not None else None
+    keep = False  # on an interruption: keep a resumable run's finished blocks
     try:
-        store = create_label_store(tmp, shape, lcfg.block, name)
+        if before is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            store = create_label_store(tmp, shape, lcfg.block, name)
+            before = {}
+        else:
+            store = zarr.open_group(str(tmp), mode="r+")["0"]
+            yield Message(f"continuing an interrupted run: {len(before)} of {len(grid)} blocks were done")
         n_of: dict[tuple[int, int], int] = {}
         waiting: dict[tuple[tuple[int, int], tuple[int, int]], np.ndarray] = {}
         pairs: list[tuple[tuple[int, int], int, tuple[int, int], int]] = []
@@ -278,10 +435,7 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
             pairs.extend((a, x, b, y) for x, y in seam_pairs(reach, store[box[0]:box[1], box[2]:box[3]],
                                                                lcfg.merge_iou))
 
-        results = execute(block_fn, list(grid))
-        for done, res in enumerate(results, 1):
-            y0, y1, x0, x1 = grid[res.index]
-            store[y0:y1, x0:x1] = res.core
+        def arrive(res: BlockResult) -> None:  # a block's core is in the store: match it with its neighbours
             n_of[res.index] = res.n
             for b, reach in res.reach.items():
                 if b in n_of:
@@ -290,10 +444,26 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
                     waiting[(res.index, b)] = reach
             for a in [a for (a, b) in waiting if b == res.index]:
                 match(a, res.index, waiting.pop((a, res.index)))
+
+        for res in before.values():
+            arrive(res)
+        keep = bool(before)
+        todo = [i for i in (order or list(grid)) if i not in before]
+        results = execute(block_fn, todo)
+        for done, res in enumerate(results, len(before) + 1):
+            y0, y1, x0, x1 = grid[res.index]
+            store[y0:y1, x0:x1] = res.core
+            arrive(res)
+            if record is not None:
+                record.update(n_of, res=res)
+                keep = True
             yield Progress("blocks", done, len(grid), f"block {done} of {len(grid)}")
             if stop is not None and stop() and done < len(grid):
                 getattr(results, "close", lambda: None)()  # a cluster's tasks are cancelled
                 break
+        if record is not None:  # ids are rewritten in place from here: an interrupted relabelling starts again
+            record.update(n_of, phase="relabel")
+        keep = False
         # global ids: each block's ids after the previous blocks'; seam pairs joined (union-find)
         offsets, total = {}, 0
         for idx in grid:
@@ -322,13 +492,15 @@ def predict_to_store(block_fn: Callable[[tuple[int, int]], BlockResult], shape: 
             lut[0] = 0
             store[y0:y1, x0:x1] = lut[local]
             yield Progress("relabel", k, len(n_of))
+        if record is not None:
+            record.remove()
         zarr.consolidate_metadata(str(tmp), zarr_format=2)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
         return LargeResult(out, shape, int(len(uniq)), len(grid), len(pairs), len(n_of))
     finally:
-        if tmp.exists():
+        if tmp.exists() and not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -348,16 +520,26 @@ def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = 
     data = std.data
     normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
     grid = block_grid(tuple(data.shape[:2]), lcfg.block)
+    multiple, in_channels = seg.model_config.size_multiple, seg.model_config.in_channels
+    factor = estimate_scale(seg.model_fn, data, normalizer, cfg, in_channels, multiple)
+    if factor < 1:
+        yield Message(scale_message(factor))
+    order, cache = block_schedule(data.shape, cfg, lcfg, multiple)
+    if execute is not serial or factor < 1:  # blocks segmented elsewhere, or each on its own at a smaller scale
+        cache = None
 
     def labels_fn(box: Box) -> np.ndarray:
-        return region_labels(seg.model_fn, data, box, normalizer, cfg, seg.model_config.in_channels,
-                             seg.model_config.size_multiple)
+        return region_labels(seg.model_fn, data, box, normalizer, cfg, in_channels, multiple, cache, factor)
 
     def block_fn(index: tuple[int, int]) -> BlockResult:
         return segment_block(labels_fn, data.shape, grid, index, lcfg.margin)
 
     return (yield from predict_to_store(block_fn, tuple(data.shape[:2]), Path(out), lcfg, overwrite, execute,
-                                        stop=stop))
+                                        stop=stop, order=order))
+
+
+def scale_message(factor: float) -> str:
+    return f"objects large for the model: every block is predicted at 1/{round(1 / factor)} scale"
 
 
 def read_labels(path: str | Path) -> Any:
@@ -371,6 +553,7 @@ def store_attrs(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / ".zattrs").read_text())
 
 
-__all__ = ["LargeConfig", "LargeResult", "BlockResult", "TIFF_MAX_PIXELS", "block_grid", "open_lazy",
-           "image_pixels", "fit_normalizer", "region_labels", "segment_block", "seam_pairs", "ome_label_attrs",
-           "create_label_store", "predict_to_store", "predict_large", "read_labels", "serial"]
+__all__ = ["LargeConfig", "LargeResult", "BlockResult", "TIFF_MAX_PIXELS", "CACHE_BYTES", "RESCALED_CONTEXT",
+           "block_grid", "open_lazy", "image_pixels", "fit_normalizer", "TileCache", "block_schedule",
+           "estimate_scale", "region_labels", "segment_block", "seam_pairs", "ome_label_attrs", "create_label_store",
+           "partial_path", "predict_to_store", "predict_large", "scale_message", "read_labels", "serial"]

@@ -7,8 +7,9 @@ pixel and channel), so memory grows with the image only by the output itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -72,14 +73,26 @@ def tile_plan(height: int, width: int, cfg: PredictConfig, multiple: int | None 
     return TilePlan(th, tw, tuple(ys), tuple(xs), ov)
 
 
+class TileStore(Protocol):
+    """Where :func:`predict_probabilities` finds and keeps tile outputs, by the tile's origin in the
+    whole image (:class:`slimseg.large.TileCache`)."""
+
+    def get(self, key: tuple[int, int]) -> np.ndarray | None: ...
+
+    def put(self, key: tuple[int, int], value: np.ndarray) -> None: ...
+
+
 def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
                           cfg: PredictConfig = PredictConfig(), in_channels: int = 1,
-                          out_channels: int = 2, multiple: int | None = None, plan: TilePlan | None = None
+                          out_channels: int = 2, multiple: int | None = None, plan: TilePlan | None = None,
+                          cache: TileStore | None = None, origin: tuple[int, int] = (0, 0)
                           ) -> Generator[Progress, None, np.ndarray]:
     """Yield progress per tile row; return float16 sigmoid probabilities (out_channels, H, W).
 
     Tiles as :func:`tile_plan` places them (``multiple``: see there), or as ``plan`` says (part of a
-    larger image's plan in the coordinates of the window it covers: :meth:`TilePlan.local`)."""
+    larger image's plan in the coordinates of the window it covers: :meth:`TilePlan.local`). With
+    ``cache``, a tile's output is taken from it where it holds one, and kept there otherwise (keys: the
+    tile's origin plus ``origin``, the window's place in the whole image)."""
     image = as_image(image, in_channels)
     normalize = norm if isinstance(norm, Normalizer) else Normalizer.fit(image, norm)
     H, W = image.shape[:2]
@@ -99,16 +112,33 @@ def predict_probabilities(model_fn: ModelFn, image: np.ndarray, norm: NormConfig
             wacc[: th - shift] = wacc[shift:]
             wacc[th - shift:] = 0
             lo = y
-        for b in range(0, len(xs), cfg.batch_size):
-            bx = xs[b: b + cfg.batch_size]
-            batch = np.stack([normalize(image[y:y + th, x:x + tw]) for x in bx])
-            probs = _infer(model_fn, batch, cfg.tta)
-            for x, p in zip(bx, probs):
-                acc[:, :, x:x + tw] += p * window
-                wacc[:, x:x + tw] += window
+        for x, p in _row_outputs(model_fn, image, normalize, y, xs, (th, tw), cfg, cache, origin):
+            acc[:, :, x:x + tw] += p * window
+            wacc[:, x:x + tw] += window
         yield Progress("predict", row + 1, len(ys))
     _to_half(out[:, lo:lo + th], acc / wacc)
     return out
+
+
+def _row_outputs(model_fn: ModelFn, image: np.ndarray, normalize: Normalizer, y: int, xs: Sequence[int],
+                 tile: tuple[int, int], cfg: PredictConfig, cache: TileStore | None, origin: tuple[int, int]
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """(x, network output) of the tiles of one row at ``y``, in the order of ``xs``: computed in batches
+    of ``cfg.batch_size``, except those that ``cache`` holds (the others are put there)."""
+    th, tw = tile
+    if cache is None:
+        for b in range(0, len(xs), cfg.batch_size):
+            bx = xs[b: b + cfg.batch_size]
+            yield from zip(bx, _infer(model_fn, np.stack([normalize(image[y:y + th, x:x + tw]) for x in bx]), cfg.tta))
+        return
+    keys = {x: (origin[0] + y, origin[1] + x) for x in xs}
+    held = {x: cache.get(keys[x]) for x in xs}
+    new = dict(_row_outputs(model_fn, image, normalize, y, [x for x in xs if held[x] is None], tile, cfg, None,
+                            origin))
+    for x, p in new.items():
+        cache.put(keys[x], p)
+    for x in xs:
+        yield x, held[x] if held[x] is not None else new[x]
 
 
 def _to_half(dst: np.ndarray, src: np.ndarray) -> None:
@@ -207,9 +237,19 @@ def predict(model_fn: ModelFn, image: np.ndarray, norm: NormConfig | Normalizer,
         factor = rescale_factor(median_diameter([labels]), cfg.trained_diameter, size)
         if factor == 1.0:
             return Prediction(labels, probs)
+    probs = yield from rescaled_probabilities(model_fn, image, normalize, factor, cfg, in_channels, multiple)
+    yield Progress("instances", 0, 1, f"objects large for the model: predicted at 1/{round(1 / factor)} scale")
+    return Prediction(labels_from_probabilities(probs, cfg), probs)
+
+
+def rescaled_probabilities(model_fn: ModelFn, image: np.ndarray, normalize: Normalizer, factor: float,
+                           cfg: PredictConfig, in_channels: int = 1, multiple: int | None = None
+                           ) -> Generator[Progress, None, np.ndarray]:
+    """float16 probabilities of ``image`` (:func:`~slimseg.data.checks.as_image`'s layout) predicted at
+    ``factor`` of its size and resized back to it."""
+    size = image.shape[:2]
     small = resize(image, (max(1, round(size[0] * factor)), max(1, round(size[1] * factor))), channel_last=True)
     probs_small = yield from predict_probabilities(model_fn, small, normalize, cfg, in_channels, multiple=multiple)
     probs = np.empty((probs_small.shape[0], *size), np.float16)
     _to_half(probs, resize(probs_small, size, channel_last=False))
-    yield Progress("instances", 0, 1, f"objects large for the model: predicted at 1/{round(1 / factor)} scale")
-    return Prediction(labels_from_probabilities(probs, cfg), probs)
+    return probs

@@ -22,7 +22,7 @@ from magicgui.widgets import (
 )
 
 from ..errors import InputError
-from ..events import Progress
+from ..events import Message, Progress
 from ._layers import CHANNEL_AXES, edited, is_lazy, layer_choices, layer_image, placed_like, put_layer, tagged
 from ._models import ModelPicker
 from ._session import runnable, session_models
@@ -54,15 +54,18 @@ def overall_progress(gen, n: int):
 
 def block_progress(gen):
     """Relay a block-wise prediction's events as overall Progress (0..1000): per block, then the
-    numbering pass; return its result."""
+    numbering pass (with the core's notes, such as the scale chosen); return its result."""
+    note = ""
     while True:
         try:
             event = next(gen)
         except StopIteration as end:
             return end.value
-        if isinstance(event, Progress) and event.total:
+        if isinstance(event, Message):
+            note = f" ({event.text})"
+        elif isinstance(event, Progress) and event.total:
             if event.stage == "blocks":
-                yield Progress("predict", 900 * event.done // event.total, 1000, event.message)
+                yield Progress("predict", 900 * event.done // event.total, 1000, event.message + note)
             elif event.stage == "relabel":
                 yield Progress("predict", 900 + 100 * event.done // event.total, 1000, "numbering the objects")
 
