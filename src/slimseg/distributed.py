@@ -180,7 +180,8 @@ def predict_zarr(model: Any, job: Job, cfg: PredictConfig | None, channels: Chan
         yield Message(scale_message(factor))
     src = BlockSource(model_ref if model_ref is not None else seg, job.source, channels, cfg, lcfg, normalizer,
                       engine, threads, secrets.token_hex(8), factor)
-    order = block_schedule(data.shape, cfg, lcfg, multiple)[0]
+    order, cache = block_schedule(data.shape, cfg, lcfg, multiple)
+    _TILES[src.run] = cache  # for the blocks segmented in this process (workers make their own)
     key = None if model_id is None else json.dumps(
         [model_id, engine, repr(cfg), repr(lcfg), repr(channels), str(Path(job.source).resolve()),
          list(data.shape), str(data.dtype), repr(normalizer), factor])
