@@ -22,8 +22,8 @@ import numpy as np
 from .config import ChannelConfig, PredictConfig
 from .errors import InputError
 from .events import Message, Progress, run
-from .large import (TIFF_MAX_PIXELS, LargeConfig, TileCache, block_grid, block_schedule, estimate_scale, fit_normalizer,
-                    image_pixels, open_lazy, scale_message)
+from .large import (TIFF_MAX_PIXELS, LargeConfig, TileCache, block_grid, block_schedule, image_pixels, image_settings,
+                    open_lazy)
 
 FORMATS = ("auto", "tif", "zarr")
 
@@ -173,11 +173,8 @@ def predict_zarr(model: Any, job: Job, cfg: PredictConfig | None, channels: Chan
     seg = _segmenter(model, engine)
     cfg = cfg or seg.predict_config
     data = _plane(seg, job.source, channels)
-    normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
+    normalizer, factor = yield from image_settings(seg, data, cfg, lcfg)
     multiple = seg.model_config.size_multiple
-    factor = estimate_scale(seg.model_fn, data, normalizer, cfg, seg.model_config.in_channels, multiple)
-    if factor < 1:
-        yield Message(scale_message(factor))
     src = BlockSource(model_ref if model_ref is not None else seg, job.source, channels, cfg, lcfg, normalizer,
                       engine, threads, secrets.token_hex(8), factor)
     order, cache = block_schedule(data.shape, cfg, lcfg, multiple)

@@ -518,12 +518,9 @@ def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = 
                          f"{std.plane_shape}; give one plane (e.g. a zarr array of it)")
     cfg = cfg or seg.predict_config
     data = std.data
-    normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
+    normalizer, factor = yield from image_settings(seg, data, cfg, lcfg)
     grid = block_grid(tuple(data.shape[:2]), lcfg.block)
     multiple, in_channels = seg.model_config.size_multiple, seg.model_config.in_channels
-    factor = estimate_scale(seg.model_fn, data, normalizer, cfg, in_channels, multiple)
-    if factor < 1:
-        yield Message(scale_message(factor))
     order, cache = block_schedule(data.shape, cfg, lcfg, multiple)
     if execute is not serial or factor < 1:  # blocks segmented elsewhere, or each on its own at a smaller scale
         cache = None
@@ -538,8 +535,16 @@ def predict_large(seg, image: Any, out: str | Path, cfg: PredictConfig | None = 
                                         stop=stop, order=order))
 
 
-def scale_message(factor: float) -> str:
-    return f"objects large for the model: every block is predicted at 1/{round(1 / factor)} scale"
+def image_settings(seg, data: Any, cfg: PredictConfig, lcfg: LargeConfig
+                   ) -> Generator[Message, None, tuple[Normalizer, float]]:
+    """What every block of a large image shares: its intensity percentiles (:func:`fit_normalizer`) and
+    the scale it is predicted at (:func:`estimate_scale`; a message says so where that is smaller)."""
+    normalizer = fit_normalizer(data, seg.norm, min(256, lcfg.block))
+    factor = estimate_scale(seg.model_fn, data, normalizer, cfg, seg.model_config.in_channels,
+                            seg.model_config.size_multiple)
+    if factor < 1:
+        yield Message(f"objects large for the model: every block is predicted at 1/{round(1 / factor)} scale")
+    return normalizer, factor
 
 
 def read_labels(path: str | Path) -> Any:
@@ -556,4 +561,4 @@ def store_attrs(path: str | Path) -> dict[str, Any]:
 __all__ = ["LargeConfig", "LargeResult", "BlockResult", "TIFF_MAX_PIXELS", "CACHE_BYTES", "RESCALED_CONTEXT",
            "block_grid", "open_lazy", "image_pixels", "fit_normalizer", "TileCache", "block_schedule",
            "estimate_scale", "region_labels", "segment_block", "seam_pairs", "ome_label_attrs", "create_label_store",
-           "partial_path", "predict_to_store", "predict_large", "scale_message", "read_labels", "serial"]
+           "partial_path", "predict_to_store", "predict_large", "image_settings", "read_labels", "serial"]
