@@ -2,8 +2,11 @@
 beside the network-only time of the same tiles and the pixels' compute at the float32 matmul rate
 measured in the same run (2048^2 matmul); int8 PT2E first (empty compile cache) and later runs.
 
-    PYTHONPATH=src python benchmarks/e2e.py IMAGES NAME=MODEL ... [--gflop-per-pixel G] [--json FILE]
+    PYTHONPATH=src python benchmarks/e2e.py IMAGES NAME=MODEL[@bf16] ... [--gflop-per-pixel G] [--json FILE]
         [--build DATA --count 60 --shape 520x696]
+
+``MODEL@bf16`` runs a float model with ``--bf16`` (its network under bfloat16 autocast), beside the
+bfloat16 matmul rate of the same run.
 
 An int8 model that compiles (PT2E) is also run once more after the compile cache is warmed as
 `slimseg compress --data` warms it (for the tile shapes of images of these sizes).
@@ -29,8 +32,8 @@ tune_process()  # as the command tunes itself (huge pages): before torch's first
 import torch  # noqa: E402
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.rand(n, n), torch.rand(n, n)
+def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
     a @ b
     times = []
     for _ in range(repeats):
@@ -40,11 +43,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / float(np.median(times)) / 1e9
 
 
-def predict_seconds(model: str, images: str, cache: str) -> float:
+def predict_seconds(model: str, images: str, cache: str, flags: tuple[str, ...] = ()) -> float:
     out = tempfile.mkdtemp(prefix="e2e-out-")
     env = {**os.environ, "SLIMSEG_CACHE_DIR": cache, "PYTHONPATH": "src"}
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "slimseg.cli", "predict", model, images, "--out", out, "--overwrite"],
+    subprocess.run([sys.executable, "-m", "slimseg.cli", "predict", model, images, "--out", out, "--overwrite", *flags],
                    check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - t
     shutil.rmtree(out, ignore_errors=True)
@@ -64,12 +67,12 @@ def warm_seconds(model: str, files: list, cache: str) -> float:
     return time.perf_counter() - t
 
 
-def network_seconds(model: str, shapes: list[tuple[int, ...]], cache: str) -> float:
+def network_seconds(model: str, shapes: list[tuple[int, ...]], cache: str, bf16: bool = False) -> float:
     os.environ["SLIMSEG_CACHE_DIR"] = cache
     from slimseg.segmenter import load_segmenter
 
     seg = load_segmenter(model)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         xs = [torch.rand(s) for s in shapes]
         for s in set(shapes):
             seg.model_fn(torch.rand(s))  # compile / warm every shape
@@ -107,7 +110,10 @@ def main() -> None:
     files = list_images(a.images)
     pixels = sum(int(np.prod(read(f).data.shape[-2:])) for f in files)
     rows, rates = {}, [matmul_gflops()]
-    for name, path in (m.split("=", 1) for m in a.models):
+    bf16_rate = matmul_gflops(dtype=torch.bfloat16)
+    for name, spec in (m.split("=", 1) for m in a.models):
+        path, _, mode = spec.partition("@")
+        flags = ("--bf16",) if mode == "bf16" else ()
         seg = load_segmenter(path)
         shapes = []
         for f in files:
@@ -115,24 +121,26 @@ def main() -> None:
             shapes += batch_calls(h, w, seg.predict_config, seg.model_config.in_channels,
                                   seg.model_config.size_multiple)
         cold = tempfile.mkdtemp(prefix="e2e-cache-")
-        first = predict_seconds(path, a.images, cold)  # empty cache: what compiles, compiles here
-        row = {"kind": seg.kind, "first_run_s": first}
+        first = predict_seconds(path, a.images, cold, flags)  # empty cache: what compiles, compiles here
+        row = {"kind": seg.kind, "bf16": bool(flags), "first_run_s": first}
         if seg.meta.get("runtime", "").endswith("compile"):
             # what `slimseg compress --data` leaves: the cache warmed for its images' sizes (here: these)
             shutil.rmtree(cold, ignore_errors=True)
             row["warm_at_compress_s"] = warm_seconds(path, files, cold)
             row["first_after_compress_s"] = predict_seconds(path, a.images, cold)
-        later = [predict_seconds(path, a.images, cold) for _ in range(a.repeats)]
+        later = [predict_seconds(path, a.images, cold, flags) for _ in range(a.repeats)]
         rates.append(matmul_gflops())
-        net = network_seconds(path, shapes, cold)
+        net = network_seconds(path, shapes, cold, bool(flags))
         rows[name] = {**row, "later_runs_s": float(np.median(later)), "network_s": net}
         shutil.rmtree(cold, ignore_errors=True)
     rate = float(np.median(rates))
     compute = pixels * a.gflop_per_pixel / rate
     for r in rows.values():
-        r["pixels_compute_s"] = compute if r["kind"] == "float" else compute / 4
+        r["pixels_compute_s"] = (pixels * a.gflop_per_pixel / bf16_rate if r["bf16"] else
+                                 compute if r["kind"] == "float" else compute / 4)
         r["later_over_compute"] = r["later_runs_s"] / r["pixels_compute_s"]
-    result = {"images": len(files), "pixels": pixels, "matmul_gflops": rate, "machine": machine_info(),
+    result = {"images": len(files), "pixels": pixels, "matmul_gflops": rate, "bf16_matmul_gflops": bf16_rate,
+              "machine": machine_info(),
               "note": a.note, "rows": rows}
     print(json.dumps(result, indent=1, default=str))
     if a.json:

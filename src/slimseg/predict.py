@@ -129,7 +129,8 @@ def _row_outputs(model_fn: ModelFn, image: np.ndarray, normalize: Normalizer, y:
     if cache is None:
         for b in range(0, len(xs), cfg.batch_size):
             bx = xs[b: b + cfg.batch_size]
-            yield from zip(bx, _infer(model_fn, np.stack([normalize(image[y:y + th, x:x + tw]) for x in bx]), cfg.tta))
+            yield from zip(bx, _infer(model_fn, np.stack([normalize(image[y:y + th, x:x + tw]) for x in bx]), cfg.tta,
+                                          cfg.bf16))
         return
     keys = {x: (origin[0] + y, origin[1] + x) for x in xs}
     held = {x: cache.get(keys[x]) for x in xs}
@@ -181,9 +182,10 @@ def image_probabilities(model_fn: ModelFn, images: Sequence[np.ndarray], norm: N
 _FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 
-def _infer(model_fn: ModelFn, batch: np.ndarray, tta: bool = False) -> np.ndarray:
-    """Sigmoid probabilities of a batch; with ``tta`` the mean over the 4 flips."""
-    with torch.inference_mode():
+def _infer(model_fn: ModelFn, batch: np.ndarray, tta: bool = False, bf16: bool = False) -> np.ndarray:
+    """Sigmoid probabilities of a batch; with ``tta`` the mean over the 4 flips; with ``bf16`` the
+    network under bfloat16 autocast (the sigmoid and the sums in float32)."""
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         x = torch.from_numpy(batch)
         if not tta:
             return torch.sigmoid(model_fn(x).float()).numpy()

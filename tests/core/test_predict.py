@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from slimseg.baseline import otsu_watershed
-from slimseg.config import NormConfig, PredictConfig
+from slimseg.config import ModelConfig, NormConfig, PredictConfig
 from slimseg.data.normalize import Normalizer
 from slimseg.events import Progress, run
 from slimseg.instances import split_instances
@@ -130,6 +130,44 @@ def test_tta_averages_the_flips():
     np.testing.assert_allclose(tta[0, 5].astype(np.float32), want, atol=2e-3)
     assert not np.allclose(plain[0, 5].astype(np.float32), want, atol=1e-2)
     np.testing.assert_allclose(tta[1].astype(np.float32), plain[1].astype(np.float32), atol=2e-3)
+
+
+def test_bf16_runs_the_network_under_bfloat16_autocast_and_only_when_asked():
+    from slimseg.model import UNet
+
+    torch.manual_seed(0)
+    net = UNet(ModelConfig(widths=(4, 8))).eval()
+    seen = []
+
+    def model_fn(x):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return net(x)
+
+    img = np.random.default_rng(1).random((48, 40)).astype(np.float32)
+    norm = Normalizer(0.0, 1.0)
+    plain = run(predict_probabilities(model_fn, img, norm, PredictConfig(tile=64, overlap=0))).astype(np.float32)
+    assert seen == [False]
+    half = run(predict_probabilities(model_fn, img, norm, PredictConfig(tile=64, overlap=0, bf16=True)))
+    assert seen == [False, True]
+    with torch.inference_mode():
+        want = torch.sigmoid(net(torch.from_numpy(img)[None, None])).numpy()[0]
+    np.testing.assert_allclose(plain, want, atol=1e-3)  # float16 storage only
+    diff = np.abs(half.astype(np.float32) - want)
+    assert 0 < diff.max() < 0.05  # bfloat16 keeps 8 bits of mantissa
+
+
+def test_bf16_never_reaches_an_int8_kinds_kernels():
+    from slimseg.kinds.fold import padded
+
+    seen = []
+
+    def kernels(x):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+    img = np.zeros((20, 28), np.float32)
+    run(predict_probabilities(padded(kernels, 8), img, Normalizer(0.0, 1.0), PredictConfig(tile=64, overlap=0, bf16=True)))
+    assert seen == [False]
 
 
 @pytest.mark.parametrize("shape", [(40, 40), (70, 150), (200, 90)])

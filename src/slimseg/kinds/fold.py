@@ -41,7 +41,8 @@ def dynamic_example(cin: int, multiple: int) -> tuple[tuple[torch.Tensor], tuple
 
 
 def padded(fn: Callable[[torch.Tensor], torch.Tensor], multiple: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap ``fn`` (multiples of ``multiple`` only) to take any size: pad like the U-Net, crop back."""
+    """Wrap ``fn`` (multiples of ``multiple`` only) to take any size: pad like the U-Net, crop back. ``fn``
+    (an int8 kind's kernels) runs with autocast off, so that ``PredictConfig.bf16`` never reaches it."""
 
     def call(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -49,7 +50,8 @@ def padded(fn: Callable[[torch.Tensor], torch.Tensor], multiple: int) -> Callabl
         if ph or pw:
             mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        y = fn(x.float().contiguous())
+        with torch.autocast("cpu", enabled=False):
+            y = fn(x.float().contiguous())
         return y[..., :h, :w] if (ph or pw) else y
 
     return call
