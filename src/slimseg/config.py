@@ -215,11 +215,11 @@ class PredictConfig:
     seed_h: float = option(0.0, cli=False)
     min_size: int = option(8, cli=False)  # objects smaller than this (pixels) are dropped
     tta: bool = option(False, "average over flips (4x slower, smoother masks)")
-    # the network of a float model under bfloat16 autocast: about 2x faster end to end on CPUs with AMX
-    # (Xeon since Sapphire Rapids) and on GPUs, labels nearly the same (docs/performance.md); off by default
-    # so that results are the same on every machine. int8 models run their own kernels either way.
-    bf16: bool = option(False, "run a float model's network in bfloat16 (about 2x faster on CPUs with AMX and on "
-                               "GPUs; labels nearly, not exactly, the same)")
+    # the network of a float model under bfloat16 autocast: 1.8x faster end to end on a CPU with AMX (Xeon
+    # since Sapphire Rapids), labels nearly the same (docs/performance.md); off by default so that results
+    # are the same on every machine. int8 models run their own kernels either way.
+    bf16: bool = option(False, "run a float model's network in bfloat16 (faster on CPUs with AMX; labels nearly, "
+                               "not exactly, the same)")
     stitch_threshold: float = option(0.0, "stacks: link objects of neighbouring planes whose IoU is at least "
                                           "this into one 3D object (0 = off; Cellpose uses 0.25 and up)")
     # objects much larger than those the model was trained on are predicted again at 1/2, 1/4, ... of the

@@ -119,7 +119,7 @@ class PredictWidget(JobHost, Container):
                             tooltip="large images are predicted tile by tile; smaller tiles use less memory")
         self.overlap = SpinBox(label="tile overlap", value=cfg.overlap, min=0, max=1024, step=8)
         self.tta = CheckBox(text="test-time augmentation (4 flips: smoother, 4x slower)", value=cfg.tta)
-        self.bf16 = CheckBox(text="bfloat16 network (about 2x faster on CPUs with AMX; float models)", value=cfg.bf16,
+        self.bf16 = CheckBox(text="bfloat16 network (faster on CPUs with AMX; float models)", value=cfg.bf16,
                              tooltip="labels nearly, not exactly, the same as float32; int8 models ignore it")
         self.rescale = CheckBox(text="objects much larger than the model's: predict again smaller", value=cfg.rescale,
                                 tooltip="objects more than twice the size of those the model was trained on are "
