@@ -133,3 +133,32 @@ def test_compare_two_models_table_error_layer_csv(qtbot, viewer_with_sample, mod
     assert [r["model"] for r in rows] == ["session copy", "tiny.slimseg"]
     assert set(rows[0]) >= {"dice", "jaccard", "precision", "recall", "f1", "instance_f1", "dsb_score",
                             "size_mb", "latency_ms"}
+
+
+def test_segment_again_reuses_the_built_model(qtbot, viewer_with_sample, model_file, monkeypatch):
+    """Building a runnable model is seconds for int8 (its graph is rebuilt and lowered): a second click with
+    the same session model reuses it, with the same labels; a model replaced in the store is built anew."""
+    import slimseg.segmenter
+
+    built = []
+    build = slimseg.segmenter.from_model_file
+    monkeypatch.setattr(slimseg.segmenter, "from_model_file",
+                        lambda mf, *args, **kw: (built.append(mf), build(mf, *args, **kw))[1])
+    viewer = viewer_with_sample
+    store = session_models(viewer)
+    name = store.add("session copy", io.load(model_file))
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model.choice.value = name
+    widget.image.value = viewer.layers["nuclei"]
+    runs = []
+    for _ in range(2):
+        click(qtbot, widget.run_button)
+        wait_job(qtbot, widget)
+        runs.append(viewer.layers["nuclei segmentation"].data.copy())
+    assert built == [store.get(name)]
+    assert np.array_equal(runs[0], runs[1]) and runs[0].max() > 0
+    store.replace(name, io.load(model_file))
+    click(qtbot, widget.run_button)
+    wait_job(qtbot, widget)
+    assert len(built) == 2 and built[1] is store.get(name)

@@ -8,7 +8,9 @@ list them next to "from file".
 
 from __future__ import annotations
 
+import threading
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 from psygnal import Signal
@@ -70,11 +72,32 @@ def session_models(viewer: Any) -> SessionModels:
     return store
 
 
+_RUNNABLES: OrderedDict[tuple[int, str], tuple[io.ModelFile, Any]] = OrderedDict()  # the last few, newest last
+_RUNNABLES_KEPT = 4
+_RUNNABLES_LOCK = threading.Lock()  # the widgets call from worker threads
+
+
 def runnable(mf: io.ModelFile, name: str = "model"):
     """A :class:`~slimseg.segmenter.Segmenter` for use inside napari. PT2E int8 models run on oneDNN
     kernels wired in without ``torch.compile`` ("lowered" engine): compiling inside napari loads
     Inductor's code generation (and triton where installed) after napari's OpenGL context is up, which
-    crashed a peer plugin under Mesa."""
+    crashed a peer plugin under Mesa.
+
+    The last few are kept, per model file object and name: building one is seconds for an int8 model
+    (its graph is rebuilt and lowered), which every Segment or Compare click paid again, and the Compress
+    widget's measurement builds the one Predict then uses. Each entry holds its model file, so an id is
+    never reused while it is cached."""
     from ..segmenter import from_model_file
 
-    return from_model_file(mf, name, engine="lowered")
+    key = (id(mf), name)
+    with _RUNNABLES_LOCK:
+        entry = _RUNNABLES.get(key)
+        if entry is not None:
+            _RUNNABLES.move_to_end(key)
+            return entry[1]
+    seg = from_model_file(mf, name, engine="lowered")  # outside the lock: other models need not wait
+    with _RUNNABLES_LOCK:
+        _RUNNABLES[key] = (mf, seg)
+        while len(_RUNNABLES) > _RUNNABLES_KEPT:
+            _RUNNABLES.popitem(last=False)
+    return seg
