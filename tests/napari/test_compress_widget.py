@@ -28,7 +28,13 @@ def compress_widget(viewer, model_file):
     return widget
 
 
-def test_ptq_then_predict_and_compare(qtbot, viewer, compress_widget, tmp_path, notes):
+def test_ptq_then_predict_and_compare(qtbot, viewer, compress_widget, tmp_path, notes, monkeypatch):
+    import slimseg.segmenter
+
+    built = []  # every model file a runnable model is built from
+    build = slimseg.segmenter.from_model_file
+    monkeypatch.setattr(slimseg.segmenter, "from_model_file",
+                        lambda mf, *args, **kw: (built.append(mf), build(mf, *args, **kw))[1])
     widget = compress_widget
     assert widget.model.choice.value == "tiny"
     assert not widget.ratio.enabled and widget.backend.enabled  # fields follow the method
@@ -56,6 +62,7 @@ def test_ptq_then_predict_and_compare(qtbot, viewer, compress_widget, tmp_path, 
     click(qtbot, predict.run_button)
     wait_job(qtbot, predict, timeout=120_000)
     assert viewer.layers["img segmentation"].data.shape == (4, 256, 320)
+    assert sum(mf is compressed for mf in built) == 1  # built to measure it, then reused to predict
 
     compare = CompareWidget(viewer)
     viewer.window.add_dock_widget(compare)

@@ -72,7 +72,7 @@ def session_models(viewer: Any) -> SessionModels:
     return store
 
 
-_RUNNABLES: OrderedDict[tuple[int, str], tuple[io.ModelFile, Any]] = OrderedDict()  # the last few, newest last
+_RUNNABLES: OrderedDict[int, tuple[io.ModelFile, Any]] = OrderedDict()  # the last few, newest last
 _RUNNABLES_KEPT = 4
 _RUNNABLES_LOCK = threading.Lock()  # the widgets call from worker threads
 
@@ -83,13 +83,13 @@ def runnable(mf: io.ModelFile, name: str = "model"):
     Inductor's code generation (and triton where installed) after napari's OpenGL context is up, which
     crashed a peer plugin under Mesa.
 
-    The last few are kept, per model file object and name: building one is seconds for an int8 model
-    (its graph is rebuilt and lowered), which every Segment or Compare click paid again, and the Compress
-    widget's measurement builds the one Predict then uses. Each entry holds its model file, so an id is
-    never reused while it is cached."""
+    The last few are kept, per model file object: building one is seconds for an int8 model (its graph
+    is rebuilt and lowered), which every Segment or Compare click paid again, and the Compress widget's
+    measurement builds the one Predict then uses (``name`` only names it in errors while it is built).
+    Each entry holds its model file, so an id is never reused while it is cached."""
     from ..segmenter import from_model_file
 
-    key = (id(mf), name)
+    key = id(mf)
     with _RUNNABLES_LOCK:
         entry = _RUNNABLES.get(key)
         if entry is not None:
