@@ -161,34 +161,3 @@ def test_status_line_wraps_instead_of_widening_the_panel(qtbot, train_widget):
     assert widget.native.width() <= max(width, widget.max_width)
     assert widget.status.native.height() > 2 * widget.status.native.fontMetrics().height()  # several lines
 
-
-def test_plot_draws_off_the_gui_thread_and_shows_the_newest_data(qtbot, monkeypatch):
-    """matplotlib draws in its own thread (a draw stalled napari's event loop 100-250 ms); the panel shows the
-    pixels at its own size, and data that came during a draw is drawn next."""
-    import threading
-
-    from slimseg._widgets._plot import TrainingPlot
-
-    plot = TrainingPlot()
-    qtbot.addWidget(plot.native)
-    plot.native.resize(300, 190)
-    plot.native.show()
-    drawn = []  # (thread, steps drawn)
-    draw = plot._canvas.draw
-    monkeypatch.setattr(plot._canvas, "draw", lambda: (drawn.append((threading.current_thread(),
-                                                                    len(plot._step_line.get_xdata()))), draw()))
-    for step in range(1, 40):
-        plot.add_step(step, 1.0 / step)
-    plot.add_epoch(1, 39, 0.05, 0.8)
-    qtbot.waitUntil(lambda: bool(drawn) and drawn[-1][1] == 39 and not plot._drawing and not plot._pending,
-                    timeout=10_000)
-    assert all(thread is not threading.main_thread() for thread, _ in drawn)
-    pixmap = plot.native.pixmap()
-    ratio = plot.native.devicePixelRatioF()
-    assert (pixmap.width(), pixmap.height()) == (round(300 * ratio), round(190 * ratio))
-    image = pixmap.toImage()
-    colours = {image.pixelColor(x, y).name() for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)}
-    assert len(colours) > 5  # axes, ticks and lines, not a blank picture
-    assert list(plot._dice_line.get_ydata()) == [0.8]
-    plot.native.resize(360, 220)  # a resized panel gets a new picture at its new size
-    qtbot.waitUntil(lambda: plot.native.pixmap().width() == round(360 * ratio), timeout=10_000)
