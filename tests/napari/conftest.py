@@ -14,6 +14,20 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
+@pytest.fixture(autouse=True)
+def collect_widgets_on_the_gui_thread():
+    """After each test (and napari's viewer teardown), collect its garbage here, on the GUI thread.
+
+    Closing a viewer un-parents the docked widgets, so Python owns them again. napari's teardown runs
+    only a generation-1 collection; whatever is left would be freed by a later automatic collection in
+    whichever thread allocates then, which may be a later test's worker thread. Qt objects must not be
+    deleted there: the full suite segfaulted in a ``destroyed`` callback that way."""
+    yield
+    import gc
+
+    gc.collect()
+
+
 @pytest.fixture
 def notes():
     """Notifications napari shows during the test, as (severity, message) pairs."""
