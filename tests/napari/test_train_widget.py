@@ -160,4 +160,3 @@ def test_status_line_wraps_instead_of_widening_the_panel(qtbot, train_widget):
     qtbot.wait(50)
     assert widget.native.width() <= max(width, widget.max_width)
     assert widget.status.native.height() > 2 * widget.status.native.fontMetrics().height()  # several lines
-
