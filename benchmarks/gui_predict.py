@@ -47,17 +47,13 @@ def main() -> None:
     from slimseg._widgets.predict import PredictWidget
     from slimseg.compress.config import CompressConfig
     from slimseg.compress.methods import compress
+    from slimseg.events import run
     from slimseg.models import resolve_model
     from slimseg.sample import load_sample
 
     _, images, _ = load_sample("train")
-    gen = compress(io.load(resolve_model("nuclei")), images, None, CompressConfig(method="ptq", backend=a.backend))
-    while True:
-        try:
-            next(gen)
-        except StopIteration as end:
-            int8 = end.value
-            break
+    int8 = run(compress(io.load(resolve_model("nuclei")), images, None,
+                        CompressConfig(method="ptq", backend=a.backend)))
     image = mosaic(images, a.size)
 
     viewer = napari.Viewer(show=True)
@@ -82,7 +78,7 @@ def main() -> None:
     for _ in range(20):  # let the window draw before measuring
         QTest.qWait(50)
     runs = []
-    for run in range(1 + a.repeats):
+    for i in range(1 + a.repeats):
         if "mosaic segmentation" in viewer.layers:
             viewer.layers.remove("mosaic segmentation")
         QTest.qWait(300)
@@ -97,7 +93,7 @@ def main() -> None:
         timer.stop()
         n = int(viewer.layers["mosaic segmentation"].data.max())
         runs.append(seconds)
-        print(f"{'cold' if run == 0 else 'warm'} run {run}: {seconds:.2f} s to the Labels layer ({n} objects); "
+        print(f"{'cold' if i == 0 else 'warm'} run {i}: {seconds:.2f} s to the Labels layer ({n} objects); "
               + summarize("ticks", lat))
     print(f"napari {napari.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"model {int8.kind} from the shipped 'nuclei', image {a.size}x{a.size} "

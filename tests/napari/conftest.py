@@ -29,6 +29,18 @@ def collect_widgets_on_the_gui_thread():
 
 
 @pytest.fixture
+def built(monkeypatch):
+    """Every model file a runnable model is built from (``slimseg.segmenter.from_model_file``), in order."""
+    import slimseg.segmenter
+
+    files: list = []
+    build = slimseg.segmenter.from_model_file
+    monkeypatch.setattr(slimseg.segmenter, "from_model_file",
+                        lambda mf, *args, **kw: (files.append(mf), build(mf, *args, **kw))[1])
+    return files
+
+
+@pytest.fixture
 def notes():
     """Notifications napari shows during the test, as (severity, message) pairs."""
     from napari.utils.notifications import notification_manager

@@ -28,13 +28,7 @@ def compress_widget(viewer, model_file):
     return widget
 
 
-def test_ptq_then_predict_and_compare(qtbot, viewer, compress_widget, tmp_path, notes, monkeypatch):
-    import slimseg.segmenter
-
-    built = []  # every model file a runnable model is built from
-    build = slimseg.segmenter.from_model_file
-    monkeypatch.setattr(slimseg.segmenter, "from_model_file",
-                        lambda mf, *args, **kw: (built.append(mf), build(mf, *args, **kw))[1])
+def test_ptq_then_predict_and_compare(qtbot, viewer, compress_widget, tmp_path, notes, built):
     widget = compress_widget
     assert widget.model.choice.value == "tiny"
     assert not widget.ratio.enabled and widget.backend.enabled  # fields follow the method

@@ -135,15 +135,9 @@ def test_compare_two_models_table_error_layer_csv(qtbot, viewer_with_sample, mod
                             "size_mb", "latency_ms"}
 
 
-def test_segment_again_reuses_the_built_model(qtbot, viewer_with_sample, model_file, monkeypatch):
+def test_segment_again_reuses_the_built_model(qtbot, viewer_with_sample, model_file, built):
     """Building a runnable model is seconds for int8 (its graph is rebuilt and lowered): a second click with
     the same session model reuses it, with the same labels; a model replaced in the store is built anew."""
-    import slimseg.segmenter
-
-    built = []
-    build = slimseg.segmenter.from_model_file
-    monkeypatch.setattr(slimseg.segmenter, "from_model_file",
-                        lambda mf, *args, **kw: (built.append(mf), build(mf, *args, **kw))[1])
     viewer = viewer_with_sample
     store = session_models(viewer)
     name = store.add("session copy", io.load(model_file))
