@@ -3,10 +3,12 @@ model, and how responsive napari stays meanwhile (a benchmark, not a test).
 
 The shipped ``nuclei`` model is compressed with PTQ (the default backend for this CPU) on the shipped
 sample, then the Predict widget's Segment button is clicked on a 2048x2048 mosaic of the sample's real
-nuclei images: once cold (the first run in the process: compilation, caches) and ``--repeats`` times
-warm. The time is from the click to the Labels layer being in the viewer (what the user waits for). A
-20 ms QTimer measures the event loop's latency meanwhile, as in ``gui_responsiveness.py``. The targets:
-warm at most 1.5 s, and no tick later than 100 ms.
+nuclei images: once cold (the first run in the process, on an empty compile cache: the int8 model runs
+on its lowered kernels while a separate process compiles its tile shapes, ``slimseg.kinds.background``),
+then, once that compile is done, ``--repeats`` times warm. The time is from the click to the Labels
+layer being in the viewer (what the user waits for). A 20 ms QTimer measures the event loop's latency
+meanwhile, as in ``gui_responsiveness.py``. The targets: warm at most 1.5 s, and no tick later than
+100 ms.
 
 Needs a display: ``xvfb-run -a python benchmarks/gui_predict.py`` (or a desktop session).
 """
@@ -14,7 +16,9 @@ Needs a display: ``xvfb-run -a python benchmarks/gui_predict.py`` (or a desktop 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 
 from gui_responsiveness import summarize
@@ -36,6 +40,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="warm runs after the cold one")
     p.add_argument("--backend", default="auto", help="the int8 backend (slimseg compress --backend)")
     a = p.parse_args()
+    os.environ["SLIMSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="slimseg-bench-cache-")  # cold means cold
 
     import napari
     import torch
@@ -48,6 +53,8 @@ def main() -> None:
     from slimseg.compress.config import CompressConfig
     from slimseg.compress.methods import compress
     from slimseg.events import run
+    from slimseg.kinds.background import compiler_for
+    from slimseg.kinds.pt2e_runner import cache_key
     from slimseg.models import resolve_model
     from slimseg.sample import load_sample
 
@@ -95,6 +102,13 @@ def main() -> None:
         runs.append(seconds)
         print(f"{'cold' if i == 0 else 'warm'} run {i}: {seconds:.2f} s to the Labels layer ({n} objects); "
               + summarize("ticks", lat))
+        if i == 0 and int8.kind == "int8-pt2e":
+            t0 = time.perf_counter()
+            while not compiler_for(int8, cache_key(int8)).wait(timeout=0.05):
+                QTest.qWait(50)
+            failures = compiler_for(int8, cache_key(int8)).failures
+            print(f"background compile of the missing tile shapes done {time.perf_counter() - t0:.1f} s after "
+                  f"the cold run{'; FAILED: ' + failures[-1] if failures else ''}")
     print(f"napari {napari.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"model {int8.kind} from the shipped 'nuclei', image {a.size}x{a.size} "
           f"({a.size * a.size / 1e6:.1f} megapixels)")

@@ -41,8 +41,9 @@ def _add_engine_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8-engine", default="auto", choices=ENGINES,
                    help="how an int8-pt2e model runs: compile (AOTInductor, compiled once per tile shape and cached), "
                         "lowered (oneDNN kernels without "
-                        "compiling), reference (slow, for checks), or auto (default): compile where a C++ "
-                        "compiler is found, else lowered")
+                        "compiling), reference (slow, for checks), cached (compiled shapes from the cache, "
+                        "others lowered while a background process compiles them), or auto (default): compile "
+                        "where a C++ compiler is found, else lowered")
 
 
 def _add_channel_options(p: argparse.ArgumentParser) -> None:

@@ -18,17 +18,3 @@ def data_folder(tmp_path, disks):
         tifffile.imwrite(tmp_path / "data" / "images" / f"img{i}.tif", img)
         tifffile.imwrite(tmp_path / "data" / "labels" / f"img{i}.tif", lab)
     return tmp_path / "data"
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _private_compile_cache(tmp_path_factory):
-    """torch.compile's cache (slimseg.kinds.compile_cache) in a folder of the test session, not the user's."""
-    import os
-
-    old = os.environ.get("SLIMSEG_CACHE_DIR")
-    os.environ["SLIMSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("slimseg-cache"))
-    yield
-    if old is None:
-        del os.environ["SLIMSEG_CACHE_DIR"]
-    else:
-        os.environ["SLIMSEG_CACHE_DIR"] = old

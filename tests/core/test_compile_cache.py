@@ -102,3 +102,60 @@ def test_a_compiled_package_is_stored_once_and_reused_by_the_next_process(fresh,
     scratch = compile_cache.compiled(None, graph, torch.zeros(1, 1, 2, 3))  # no key: nothing stored
     torch.testing.assert_close(scratch(x), x * 2 + 1)
     assert len(os.listdir(packages)) == 2
+
+
+def test_only_a_package_of_one_library_and_its_sources_is_run_through_the_c_interface(tmp_path):
+    import zipfile
+
+    model = "p/data/aotinductor/model/"
+    for extra in (["p/data/constants/weights.bin"], [model + "second.wrapper.so"]):
+        path = tmp_path / "package.pt2"
+        with zipfile.ZipFile(path, "w") as z:
+            for name in [model + "a.wrapper.so", model + "a.wrapper.cpp", "p/archive_format", *extra]:
+                z.writestr(name, b"not loaded")
+        assert compile_cache._run_library(str(path)) is None  # left to torch's loader, nothing extracted
+
+
+class Matmuls(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(1024, 1024) / 32, requires_grad=False)
+
+    def forward(self, x):
+        for _ in range(6):
+            x = torch.tanh(x @ self.w)
+        return x
+
+
+@pytest.mark.slow
+def test_a_compiled_model_lets_other_python_threads_run_while_it_runs(fresh, monkeypatch):
+    """napari's event loop is one of those threads: torch's C++ loader held the GIL for each whole tile."""
+    import threading
+    import time
+
+    monkeypatch.setenv("SLIMSEG_CACHE_DIR", str(fresh / "c"))
+    torch.manual_seed(0)
+    module, x = Matmuls().eval(), torch.rand(1, 1, 1024, 1024)
+    compile_cache.compiled("matmuls", lambda: torch.fx.symbolic_trace(module), x)
+    fn = compile_cache.cached("matmuls")  # as a later process loads it
+    with torch.inference_mode():
+        torch.testing.assert_close(fn(x), module(x), rtol=1e-4, atol=1e-5)
+        ticks, spans, done = [], [], threading.Event()
+
+        def tick():
+            while not done.is_set():
+                ticks.append(time.perf_counter())
+                time.sleep(0.001)
+
+        ticker = threading.Thread(target=tick)
+        ticker.start()
+        for _ in range(5):
+            start = time.perf_counter()
+            fn(x)
+            spans.append((start, time.perf_counter()))
+        done.set()
+        ticker.join()
+    start, end = max(spans, key=lambda s: s[1] - s[0])
+    quarter = (end - start) / 4
+    assert end - start > 0.02, "the model ran too fast to tell"
+    assert any(start + quarter < t < end - quarter for t in ticks)  # the ticker ran during the call

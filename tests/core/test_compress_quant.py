@@ -195,6 +195,71 @@ def test_a_failing_compile_falls_back_to_the_lowered_engine(ptq_file, monkeypatc
     assert out.shape == (1, 2, 48, 48) and seg.meta["runtime"].endswith("lowered")
 
 
+@pytest.fixture
+def own_cache(monkeypatch, tmp_path):
+    """An empty compile cache, and no background compiler left from other tests."""
+    from slimseg.kinds import background, compile_cache
+
+    monkeypatch.setenv("SLIMSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(compile_cache, "_state", {})
+    monkeypatch.setattr(background, "_COMPILERS", {})
+    monkeypatch.setattr(background, "GATHER_S", 0.0)
+    return background
+
+
+def test_the_cached_engine_runs_lowered_and_asks_once_for_each_missing_shape(ptq_file, disks, own_cache,
+                                                                          monkeypatch, background_compiles):
+    monkeypatch.setattr(pt2e_inductor, "have_cpp_compiler", lambda: True)
+    x = probe(disks[0], 2)
+    seg = from_model_file(ptq_file, engine="cached")
+    with torch.inference_mode():
+        out, again = seg.model_fn(x), seg.model_fn(x)
+        seg.model_fn(x[:1])
+        low = from_model_file(ptq_file, engine="lowered").model_fn(x)
+    torch.testing.assert_close(out, low, rtol=0, atol=0)  # the same kernels, nothing compiled here
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    assert seg.meta["runtime"].endswith("cached")
+    assert own_cache.compiler_for(ptq_file, pt2e_runner.cache_key(ptq_file)).wait(timeout=30)
+    assert background_compiles == [tuple(x.shape), tuple(x[:1].shape)]  # each once, padded shapes as called
+
+    monkeypatch.setattr(pt2e_inductor, "have_cpp_compiler", lambda: False)
+    monkeypatch.setattr(own_cache, "_COMPILERS", {})
+    with torch.inference_mode():
+        from_model_file(ptq_file, engine="cached").model_fn(x)
+    assert len(background_compiles) == 2  # no compiler: nothing asked, no warning either (lowered runs)
+
+
+@pytest.mark.slow
+@pytest.mark.compiles_in_background
+def test_a_background_compile_fills_the_cache_that_the_next_call_runs_from(ptq_file, disks, own_cache,
+                                                                          monkeypatch):
+    if not pt2e_inductor.have_cpp_compiler():
+        pytest.skip("no C++ compiler")
+    from slimseg.kinds import compile_cache
+
+    x = probe(disks[0], 1)
+    key = pt2e_runner.cache_key(ptq_file)
+    seg = from_model_file(ptq_file, engine="cached")
+    with torch.inference_mode():
+        lowered = seg.model_fn(x)
+    compiler = own_cache.compiler_for(ptq_file, key)
+    assert compiler.wait(timeout=600) and compiler.failures == []
+    assert compile_cache.package_path(f"{key}-{'x'.join(map(str, x.shape))}").is_file()
+    assert list(compile_cache.cache_root().glob("*/pending/*")) == []  # the child's model file is gone
+
+    def no_lowering(*args):
+        raise AssertionError("the shape is compiled: nothing should be lowered")
+
+    monkeypatch.setattr(pt2e_inductor, "lower_without_compiler", no_lowering)
+    with torch.inference_mode():
+        compiled = seg.model_fn(x)  # the same runner picks the package up
+        fresh = from_model_file(ptq_file, engine="cached").model_fn(x)  # as a new process would
+        ref = pt2e_runner.Int8Runner(pt2e_storage.rebuild(ptq_file), 1, 2, "reference")(x)
+    torch.testing.assert_close(fresh, compiled, rtol=0, atol=0)
+    assert (compiled - ref).abs().max() < 0.1 * ref.abs().max()
+    assert (compiled - lowered).abs().max() < 0.1 * ref.abs().max()
+
+
 def test_unknown_engine_is_refused(ptq_file, monkeypatch):
     with pytest.raises(InputError, match="int8 engine"):
         from_model_file(ptq_file, engine="tensorrt")

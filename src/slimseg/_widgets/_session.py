@@ -78,10 +78,12 @@ _RUNNABLES_LOCK = threading.Lock()  # the widgets call from worker threads
 
 
 def runnable(mf: io.ModelFile, name: str = "model"):
-    """A :class:`~slimseg.segmenter.Segmenter` for use inside napari. PT2E int8 models run on oneDNN
-    kernels wired in without ``torch.compile`` ("lowered" engine): compiling inside napari loads
-    Inductor's code generation (and triton where installed) after napari's OpenGL context is up, which
-    crashed a peer plugin under Mesa.
+    """A :class:`~slimseg.segmenter.Segmenter` for use inside napari. PT2E int8 models never compile in
+    napari's process ("cached" engine): compiling loads Inductor's code generation (and triton where
+    installed) after napari's OpenGL context is up, which crashed a peer plugin under Mesa. They run
+    the packages already compiled for a tile shape (by ``slimseg compress``, or by an earlier run), and
+    for a shape not compiled yet the oneDNN kernels without code generation, while a separate process
+    compiles it for the next run (:mod:`slimseg.kinds.background`).
 
     The last few are kept, per model file object: building one is seconds for an int8 model (its graph
     is rebuilt and lowered), which every Segment or Compare click paid again, and the Compress widget's
@@ -95,7 +97,7 @@ def runnable(mf: io.ModelFile, name: str = "model"):
         if entry is not None:
             _RUNNABLES.move_to_end(key)
             return entry[1]
-    seg = from_model_file(mf, name, engine="lowered")  # outside the lock: other models need not wait
+    seg = from_model_file(mf, name, engine="cached")  # outside the lock: other models need not wait
     with _RUNNABLES_LOCK:
         _RUNNABLES[key] = (mf, seg)
         while len(_RUNNABLES) > _RUNNABLES_KEPT:

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 # How an int8 PT2E model runs: "compile" (AOTInductor packages of fused oneDNN kernels, one per tile shape,
 # cached: kinds.compile_cache; compiling needs a C++ compiler),
 # "lowered" (the same kernels without code generation), "reference" (the converted graph as it is),
-# "auto" (compile where a C++ compiler is found, else lowered).
-ENGINES = ("auto", "compile", "lowered", "reference")
+# "auto" (compile where a C++ compiler is found, else lowered), "cached" (packages already compiled, else
+# lowered while another process compiles the shape: kinds.background; what napari uses).
+ENGINES = ("auto", "compile", "lowered", "reference", "cached")
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,16 @@ def load_package(path: Path) -> Callable[..., Any] | None:
 
 
 def _open_package(path: str) -> Callable[..., Any]:
-    """The one-tensor-in, one-tensor-out model of an AOTInductor package, run through torch's C++ loader
-    directly: ``torch._inductor.aoti_load_package`` first imports torch._dynamo and torch.export (1.7 s)
-    and compiles and runs probe programs to check the CPU's vector instructions (1.4 s), only to log a
+    """The one-tensor-in, one-tensor-out model of an AOTInductor package. Its compiled library is run
+    through AOTInductor's C interface where the package holds nothing else (:func:`_run_library`), else
+    through torch's C++ loader, which holds Python's GIL while the model runs: every other Python thread
+    (napari's event loop among them) waits out each tile. Either way not through
+    ``torch._inductor.aoti_load_package``, which first imports torch._dynamo and torch.export (1.7 s) and
+    compiles and runs probe programs to check the CPU's vector instructions (1.4 s), only to log a
     mismatch; the cache key already names this CPU's instruction set (``pt2e_runner.cache_key``)."""
+    fn = _run_library(path)
+    if fn is not None:
+        return fn
     import torch
 
     loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
@@ -116,12 +122,76 @@ def _open_package(path: str) -> Callable[..., Any]:
     return run
 
 
+# what an AOTInductor package for the CPU holds besides its compiled library when the constants are
+# compiled into it: sources, build metadata and the archive's bookkeeping, none needed to run it
+_BESIDES_LIBRARY = (".wrapper.cpp", ".kernel.cpp", "_metadata.json", "/archive_format", "/archive_version",
+                    "/.data/version", "/byteorder", "/.data/serialization_id")
+
+
+def _run_library(path: str) -> Callable[..., Any] | None:
+    """The package's compiled library called through AOTInductor's C interface with ctypes, which lets
+    go of the GIL for the call; None where the package holds anything else it may need (weights files,
+    a second library, custom-op specs) or the library does not load as one model of one input and one
+    output."""
+    import ctypes
+    import weakref
+    import zipfile
+
+    import torch
+
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        libraries = [n for n in names if n.endswith(".wrapper.so")]
+        if len(libraries) != 1 or not all(n in libraries or n.endswith(_BESIDES_LIBRARY) for n in names):
+            return None
+        scratch = tempfile.mkdtemp(prefix="slimseg-aoti-")
+        try:
+            lib = ctypes.CDLL(z.extract(libraries[0], scratch))
+        finally:  # the loaded library stays mapped
+            shutil.rmtree(scratch, ignore_errors=True)
+    handle, count = ctypes.c_void_p(), ctypes.c_size_t()
+    if lib.AOTInductorModelContainerCreateWithDevice(ctypes.byref(handle), 1, b"cpu", None) != 0:
+        return None
+    counts = []
+    for query in (lib.AOTInductorModelContainerGetNumInputs, lib.AOTInductorModelContainerGetNumOutputs):
+        counts.append(count.value if query(handle, ctypes.byref(count)) == 0 else -1)
+    if counts != [1, 1]:
+        lib.AOTInductorModelContainerDelete(handle)
+        return None
+    capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    capsule_pointer.restype, capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype, new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    aoti = torch._C._aoti
+
+    def run(x: Any) -> Any:
+        (capsule,) = aoti.unsafe_alloc_void_ptrs_from_tensors([x.contiguous()])  # a new handle, which Run frees
+        inputs, outputs = (ctypes.c_void_p * 1)(capsule_pointer(capsule, None)), (ctypes.c_void_p * 1)()
+        if lib.AOTInductorModelContainerRun(handle, inputs, 1, outputs, 1, None, None) != 0:
+            raise RuntimeError(f"the compiled model {os.path.basename(path)} failed (its message is on stderr)")
+        return aoti.alloc_tensors_by_stealing_from_void_ptrs([new_capsule(outputs[0], None, None)])[0]
+
+    weakref.finalize(run, lib.AOTInductorModelContainerDelete, handle)
+    return run
+
+
+def package_path(key: str | None) -> Path | None:
+    """Where the package of cache entry ``key`` lives, or None (no key, or no usable cache)."""
+    folder = inductor_dir()
+    return Path(folder) / "packages" / f"{key}.pt2" if folder is not None and key else None
+
+
+def cached(key: str | None) -> Callable[..., Any] | None:
+    """The compiled model of cache entry ``key`` when it is there and sound, else None; never compiles."""
+    path = package_path(key)
+    return load_package(path) if path is not None else None
+
+
 def compiled(key: str | None, graph: Callable[[], Any], example: Any) -> Callable[..., Any]:
     """The AOTInductor-compiled ``graph()`` (a GraphModule, built only when it must be compiled) for
     inputs shaped like ``example``: loaded from the cache entry ``key`` when it is there and sound,
     else compiled (and stored there when ``key`` is given and the cache is writable)."""
-    folder = inductor_dir()
-    path = Path(folder) / "packages" / f"{key}.pt2" if folder is not None and key else None
+    path = package_path(key)
     if path is not None and (fn := load_package(path)) is not None:
         return fn
     import torch
