@@ -149,6 +149,13 @@ def _run_library(path: str) -> Callable[..., Any] | None:
             lib = ctypes.CDLL(z.extract(libraries[0], scratch))
         finally:  # the loaded library stays mapped
             shutil.rmtree(scratch, ignore_errors=True)
+    ptr, size = ctypes.c_void_p, ctypes.c_size_t
+    ptr_out, size_out = ctypes.POINTER(ptr), ctypes.POINTER(size)
+    for fn_name, args in (("CreateWithDevice", [ptr_out, size, ctypes.c_char_p, ctypes.c_char_p]), ("Delete", [ptr]),
+                       ("GetNumInputs", [ptr, size_out]), ("GetNumOutputs", [ptr, size_out]),
+                       ("Run", [ptr, ptr_out, size, ptr_out, size, ptr, ptr])):  # as aoti_runtime/interface.h
+        fn = getattr(lib, f"AOTInductorModelContainer{fn_name}")
+        fn.argtypes, fn.restype = args, ctypes.c_int32  # AOTIRuntimeError; 0 is success
     handle, count = ctypes.c_void_p(), ctypes.c_size_t()
     if lib.AOTInductorModelContainerCreateWithDevice(ctypes.byref(handle), 1, b"cpu", None) != 0:
         return None
@@ -158,10 +165,10 @@ def _run_library(path: str) -> Callable[..., Any] | None:
     if counts != [1, 1]:
         lib.AOTInductorModelContainerDelete(handle)
         return None
-    capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    capsule_pointer.restype, capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    new_capsule = ctypes.pythonapi.PyCapsule_New
-    new_capsule.restype, new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    # private prototypes: ctypes.pythonapi's own functions are shared with every other user of ctypes
+    api, obj, name = ctypes.pythonapi, ctypes.py_object, ctypes.c_char_p
+    capsule_pointer = ctypes.PYFUNCTYPE(ptr, obj, name)(("PyCapsule_GetPointer", api))
+    new_capsule = ctypes.PYFUNCTYPE(obj, ptr, name, ptr)(("PyCapsule_New", api))
     aoti = torch._C._aoti
 
     def run(x: Any) -> Any:
