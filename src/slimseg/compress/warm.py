@@ -44,10 +44,10 @@ def warm_in_background(mf: io.ModelFile, images: Sequence[np.ndarray], max_sizes
     """Have a separate process compile an int8 PT2E ``mf`` for the tile shapes of the most frequent sizes
     among ``images`` (:mod:`slimseg.kinds.background`: for napari, which must not compile in its own
     process); returns at once, with the number of shapes asked for (0 for other kinds or no compiler)."""
-    from ..kinds import pt2e_inductor
+    from ..kinds import kind_of, pt2e_inductor
     from ..segmenter import predict_config_of
 
-    if mf.kind != "int8-pt2e" or not images or not pt2e_inductor.have_cpp_compiler():
+    if "cached" not in kind_of(mf.kind).engines or not images or not pt2e_inductor.have_cpp_compiler():
         return 0
     from ..kinds.background import compiler_for
     from ..kinds.pt2e_runner import cache_key
