@@ -160,3 +160,28 @@ def test_status_line_wraps_instead_of_widening_the_panel(qtbot, train_widget):
     qtbot.wait(50)
     assert widget.native.width() <= max(width, widget.max_width)
     assert widget.status.native.height() > 2 * widget.status.native.fontMetrics().height()  # several lines
+
+
+def test_the_live_plot_is_drawn_off_the_gui_thread_and_shown_when_ready(qtbot, monkeypatch):
+    """matplotlib draws on the plot's own thread (a redraw took 100-250 ms on napari's); the QLabel shows each
+    finished picture, and new points give a new picture."""
+    import threading
+
+    from slimseg._widgets._plot import TrainingPlot
+
+    drawn_on = []
+    draw = TrainingPlot._draw
+    monkeypatch.setattr(TrainingPlot, "_draw", lambda self, *a: (drawn_on.append(threading.current_thread()),
+                                                                  draw(self, *a))[1])
+    plot = TrainingPlot()
+    qtbot.addWidget(plot.native)
+    qtbot.waitUntil(lambda: plot.frames >= 1, timeout=10_000)  # the empty axes
+    empty = plot.native.pixmap().toImage()
+    for step in range(1, 40):
+        plot.add_step(step, 1.0 / step)
+    plot.add_epoch(1, 39, 0.3, 0.8)
+    qtbot.waitUntil(lambda: plot.frames >= 2 and plot._drawing is None and not plot._dirty, timeout=10_000)
+    shown = plot.native.pixmap()
+    assert not shown.isNull() and shown.width() == plot.canvas.get_width_height()[0]
+    assert shown.toImage() != empty
+    assert drawn_on and all(t is not threading.main_thread() for t in drawn_on)
