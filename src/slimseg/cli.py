@@ -239,13 +239,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    import numpy as np
-
     from .config import PredictConfig
     from .data.folder import image_stem, list_images
     from .data.readers import read
     from .events import print_progress, run
     from .files import write_labels_tiff
+    from .instances import count_objects
     from .options import values_from_args
     from .segmenter import load_segmenter
 
@@ -268,7 +267,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         job = seg.stack_job(read(f), cfg, channels, name=str(f))
         labels = run(job.run(), print_progress).labels  # a stack: one labels plane per image plane
         write_labels_tiff(t, labels, job.stack.plane_axes)
-        print(f"[{i + 1}/{len(files)}] {f.name}: {int(len(np.unique(labels)) - 1)} objects -> {t}",
+        print(f"[{i + 1}/{len(files)}] {f.name}: {count_objects(labels)} objects -> {t}",
               file=sys.stderr, flush=True)
     return 0
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import ChannelConfig, PredictConfig
 from .errors import InputError
 from .events import Message, Progress, run
@@ -92,13 +90,14 @@ def predict_tif(model: Any, job: Job, cfg: PredictConfig | None, channels: Chann
     """Segment one image (any stack) into one label TIFF, written atomically."""
     from .data.readers import read
     from .files import write_labels_tiff
+    from .instances import count_objects
 
     _threads(threads)
     seg = _segmenter(model, engine)
     job_ = seg.stack_job(read(job.source), cfg, channels, name=job.source)
     labels = run(job_.run()).labels
     write_labels_tiff(job.target, labels, job_.stack.plane_axes)
-    return {"source": job.source, "target": job.target, "objects": int(len(np.unique(labels)) - 1)}
+    return {"source": job.source, "target": job.target, "objects": count_objects(labels)}
 
 
 @dataclass(frozen=True)

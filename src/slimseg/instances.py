@@ -12,6 +12,15 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 
+def count_objects(labels: np.ndarray) -> int:
+    """The number of distinct non-zero ids in integer ``labels`` (any shape, ids may have gaps): one
+    pass of ``np.bincount``, several times faster than ``np.unique``, which sorts every pixel."""
+    flat = np.ravel(labels)
+    if flat.size == 0:
+        return 0
+    return int(np.count_nonzero(np.bincount(flat.astype(np.intp, copy=False))[1:]))
+
+
 def split_instances(foreground: np.ndarray, seeds: np.ndarray, landscape: np.ndarray | None = None,
                     min_size: int = 0) -> np.ndarray:
     """uint32 instance labels from a boolean ``foreground`` and boolean ``seeds`` (inside it).

@@ -6,7 +6,7 @@ from slimseg.baseline import otsu_watershed
 from slimseg.config import ModelConfig, NormConfig, PredictConfig
 from slimseg.data.normalize import Normalizer
 from slimseg.events import Progress, run
-from slimseg.instances import split_instances
+from slimseg.instances import count_objects, split_instances
 from slimseg.predict import image_probabilities, labels_from_probabilities, predict, predict_probabilities
 
 
@@ -186,3 +186,12 @@ def test_batch_calls_are_the_calls_prediction_makes(shape):
     run(predict_probabilities(model_fn, np.random.rand(*shape).astype(np.float32), NormConfig(), cfg, multiple=8))
     assert calls == batch_calls(*shape, cfg, 1, 8)
     assert batch_shapes(*shape, cfg, 1, 8) == set(calls)
+
+
+def test_count_objects_counts_distinct_nonzero_ids():
+    assert count_objects(np.zeros((3, 4), np.uint32)) == 0
+    assert count_objects(np.array([[0, 7, 7], [2, 0, 9]], np.uint16)) == 3  # ids with gaps
+    assert count_objects(np.array([[1, 1], [3, 3]], np.int32)) == 2  # no background pixel
+    assert count_objects(np.zeros((2, 0), np.uint32)) == 0
+    stack = np.stack([np.array([[0, 1]]), np.array([[4, 0]])]).astype(np.uint32)
+    assert count_objects(stack) == 2
