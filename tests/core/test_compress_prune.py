@@ -173,3 +173,24 @@ def test_refit_head_reproduces_the_teacher_where_features_allow_it():
         rms = refit_head(student, teacher, batches)
         after = (student(x) - teacher(x)).abs().max()
     assert rms < 1e-3 and after < 1e-3 < before  # same features: the refit recovers the head exactly
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_the_teacher_is_the_float_model_folded_and_channels_last(norm):
+    from slimseg.compress.methods import _teacher
+
+    torch.manual_seed(0)
+    net = UNet(ModelConfig(widths=(4, 8), norm=norm)).train()
+    net(torch.rand(4, 1, 32, 32))  # running BatchNorm statistics that are not the identity
+    net.eval()
+    teacher = _teacher(net)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(teacher(x), net(x), atol=1e-5)  # the same function
+    assert not teacher.training and net.config.norm == norm  # the float model itself is left as it was
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in teacher.modules())
+    assert teacher.config.norm == ("none" if norm == "batch" else norm) and not has_bn
+    conv = next(m for m in teacher.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+                and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()

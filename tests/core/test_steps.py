@@ -56,6 +56,18 @@ def test_teacher_adds_distillation_and_bf16_channels_last_run(disks):
     assert len(run(fast.run())) == 2
 
 
+def test_distillation_is_the_mean_of_the_task_and_teacher_losses(disks):
+    teacher = UNet(ModelConfig(widths=(4, 8))).eval()
+    loop = make_loop(disks, total_steps=1, teacher=teacher)
+    x, y = PatchSampler(loop.sampler.images, loop.sampler.targets, 32, seed=0).batch(2)  # the loop's batch
+    x, y = torch.from_numpy(x), torch.from_numpy(y).float() / 255.0
+    with torch.no_grad():
+        logits, soft = loop.model(x), torch.sigmoid(teacher(x))
+        task = parse_loss("bce+dice")(logits, y)
+        distil = torch.nn.functional.binary_cross_entropy_with_logits(logits, soft)
+    assert run(loop.run()) == pytest.approx([float(0.5 * task + 0.5 * distil)], rel=1e-5)
+
+
 def test_nan_loss_stops_with_a_clear_error(disks):
     loop = make_loop(disks, loss_fn=lambda logits, y: logits.sum() * float("nan"), stage="QAT")
     with pytest.raises(InputError, match="QAT: the loss became NaN"):
