@@ -197,11 +197,12 @@ NOTES = """
   count (2x), not 4x. Pruned and quantised (`prune-50-int8`) it runs 7.3-9.0x faster (8.0-8.9x in runs 6-10 but run 9) than the float model.
 - **Instance F1** suffers more than Dice from pruning (the centredness map that splits touching nuclei
   is the finer output); QAT and pruning re-check the prediction thresholds on fine-tuning images.
-  With the float model as teacher and the head refitted to its logits, structured pruning costs
-  2.2 pp instance F1 (1.96 pp pruned and quantised) in run 11, down from 8.2 and 13.6 pp in
-  run 10, but still above the 1 pp target; quantisation alone costs
-  0.1-0.4 pp. Run 11 came on a slow day (every model about 2x slower than in runs 6-10, the float
-  model 3.5x): its speed-ups overstate a quiet machine's; `docs/compress.md` has runs 6-11.
+  With the float model as teacher (BatchNorm folded and channels-last, so 3 minutes buy about 515
+  distilled steps instead of 380) and the head refitted to its logits, structured pruning costs
+  0.66 pp instance F1 (0.27 pp pruned and quantised) in run 12, against 2.2 and 1.96 pp in run 11
+  and 8.2 and 13.6 pp in run 10; quantisation alone costs 0.0-0.4 pp. Run 12 came on a noisy day
+  (the float model took 884 ms at batch 8 in the run, 1218 ms in a recheck minutes later, against
+  434-683 ms in runs 6-10): its speed-ups are not a quiet machine's; `docs/compress.md` has runs 6-12.
 """
 
 
