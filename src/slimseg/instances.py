@@ -13,11 +13,16 @@ from skimage.segmentation import watershed
 
 
 def count_objects(labels: np.ndarray) -> int:
-    """The number of distinct non-zero ids in integer ``labels`` (any shape, ids may have gaps): one
-    pass of ``np.bincount``, several times faster than ``np.unique``, which sorts every pixel."""
+    """The number of distinct non-zero ids in non-negative integer ``labels`` (any shape, ids may have
+    gaps). Labels numbered about as densely as slimseg writes them take one pass of ``np.bincount``,
+    several times faster than ``np.unique``, which sorts every pixel; sparse ids (up to 4e9 in a user's
+    file) take ``np.unique``, so that no table of every possible id is allocated."""
     flat = np.ravel(labels)
     if flat.size == 0:
         return 0
+    if int(flat.max()) > 4 * flat.size:
+        ids = np.unique(flat)
+        return int(ids.size - (ids[0] == 0))
     return int(np.count_nonzero(np.bincount(flat.astype(np.intp, copy=False))[1:]))
 
 

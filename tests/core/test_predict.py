@@ -195,3 +195,5 @@ def test_count_objects_counts_distinct_nonzero_ids():
     assert count_objects(np.zeros((2, 0), np.uint32)) == 0
     stack = np.stack([np.array([[0, 1]]), np.array([[4, 0]])]).astype(np.uint32)
     assert count_objects(stack) == 2
+    sparse = np.array([[0, 4_000_000_000, 4_000_000_000], [7, 0, 0]], np.uint32)  # no 4e9-entry table
+    assert count_objects(sparse) == 2 and count_objects(sparse[:1, 1:]) == 1
